@@ -1,0 +1,5 @@
+import sys
+
+from esseg.cli import main
+
+sys.exit(main())
