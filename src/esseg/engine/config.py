@@ -1,0 +1,295 @@
+"""The training configuration: a schema of dataclasses, loaded from YAML and ``--set`` overrides.
+
+A config has five sections; every key has a default, so an empty config trains ESS on the
+built-in ``glyph_scenes`` dataset::
+
+    data:   dataset, root, options (extra dataset kwargs), train_split, val_split, crop_size,
+            scale_range, flip, color_jitter, val_mode, num_workers
+    model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, output_stride
+    loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
+    optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
+            class_embedding_poly_power, backbone_bn_momentum
+    train:  iters, batch_size, accum_steps, amp, sync_bn, device, seed, out_dir, resume,
+            stop_at, eval_every, save_every, log_every, eval_batch_size, num_vis, tensorboard
+
+Keys are addressed as ``section.key`` (``--set loss.k=8``). An unknown key or a value of the
+wrong type raises :class:`~esseg.errors.ConfigError` naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from esseg.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "glyph_scenes"
+    root: Optional[str] = None
+    options: dict = field(default_factory=dict)  # extra keyword arguments of the dataset class
+    train_split: str = "train"
+    val_split: str = "val"
+    # None: no resizing/cropping/augmentation (the dataset's own tensors, e.g. glyph scenes);
+    # an int or [h, w]: random scale + crop + flip for training via esseg.data.transforms.
+    crop_size: Union[int, list[int], None] = None
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    color_jitter: bool = False
+    val_mode: Literal["whole", "crop_val"] = "whole"
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    method: Literal["ess", "baseline"] = "ess"
+    arch: str = "deeplabv3plus"
+    encoder: str = "mobilenet_v2"
+    encoder_weights: Optional[str] = None
+    embedding_dim: int = 12  # d; ignored by the baseline
+    output_stride: int = 16
+
+
+@dataclass
+class LossConfig:
+    k: int = 7
+    tau: float = 0.05
+    margin: float = 0.5
+    reg_weight: float = 1.0
+    mode: Literal["knn", "random", "exact"] = "knn"
+    query_stride: int = 1
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    backbone_lr_mult: float = 0.1
+    poly_power: float = 0.9
+    class_embedding_momentum: float = 0.95
+    class_embedding_poly_power: float = 0.95
+    backbone_bn_momentum: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 1000
+    batch_size: int = 8  # per process
+    accum_steps: int = 1  # gradient accumulation: batch_size * accum_steps * world_size per step
+    amp: bool = True  # mixed precision; only used on CUDA
+    sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    out_dir: str = "runs/default"
+    resume: Optional[str] = None  # a checkpoint path, or "auto" for <out_dir>/last.pt if present
+    stop_at: Optional[int] = None  # end this run early at this iteration (resume later)
+    eval_every: int = 0  # iterations between evaluations; 0: only at the end
+    save_every: int = 0  # iterations between last.pt saves; 0: only at evaluations and the end
+    log_every: int = 10
+    eval_batch_size: int = 1
+    num_vis: int = 4  # prediction images logged to TensorBoard / shown in the demo report
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (str, numbers, bools, None, lists, dicts): YAML/JSON/checkpoint safe."""
+        return dataclasses.asdict(self)
+
+
+_SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def valid_keys() -> list[str]:
+    """All ``section.key`` names, in schema order."""
+    return [f"{s}.{f.name}" for s, cls in _SECTION_CLASSES.items() for f in dataclasses.fields(cls)]
+
+
+# ---------------------------------------------------------------------------------- typing
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Return ``value`` checked against (and minimally converted to) type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item_tp,) = typing.get_args(tp)
+            return [_coerce(v, item_tp, key) for v in value]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    else:  # pragma: no cover - schema uses only the types above
+        raise TypeError(f"unsupported config type {tp}")
+    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {value!r}")
+
+
+def _build_section(name: str, values: Any):
+    cls = _SECTION_CLASSES[name]
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key {name}.{key}; valid keys in {name}: {', '.join(known)}")
+        kwargs[key] = _coerce(value, hints[key], f"{name}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(d: dict | None) -> Config:
+    """Build and validate a :class:`Config` from a nested dict (missing keys take defaults)."""
+    d = d or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
+    for name in d:
+        if name not in _SECTION_CLASSES:
+            raise ConfigError(f"unknown config section {name!r}; valid sections: {', '.join(_SECTION_CLASSES)}")
+    cfg = Config(**{name: _build_section(name, d.get(name)) for name in _SECTION_CLASSES})
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from the defaults), apply ``key=value`` overrides, validate.
+
+    Args:
+        path: YAML file, or ``None`` for the built-in defaults.
+        overrides: strings ``"section.key=value"``; ``value`` is parsed as YAML
+            (``loss.k=8``, ``data.crop_size=[64,64]``, ``model.encoder_weights=null``).
+    """
+    d: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections ({', '.join(_SECTION_CLASSES)})")
+    for item in overrides or []:
+        set_key(d, item)
+    return config_from_dict(d)
+
+
+def set_key(d: dict, item: str) -> None:
+    """Apply one ``"section.key=value"`` override to the nested dict ``d`` in place."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. loss.k=8)")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if key.count(".") != 1:
+        raise ConfigError(f"override key {key!r} must be section.key; valid keys: {', '.join(valid_keys())}")
+    section, name = key.split(".")
+    if section not in _SECTION_CLASSES or name not in {f.name for f in dataclasses.fields(_SECTION_CLASSES[section])}:
+        raise ConfigError(f"unknown config key {key}; valid keys: {', '.join(valid_keys())}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if not isinstance(d.get(section), dict):
+        d[section] = {}
+    d[section][name] = value
+
+
+def validate(cfg: Config) -> None:
+    """Check value ranges and cross-key consistency; raise ConfigError on the first problem."""
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    t, m, lo, o, dt = cfg.train, cfg.model, cfg.loss, cfg.optim, cfg.data
+    for key in ("iters", "batch_size", "accum_steps", "eval_batch_size"):
+        need(getattr(t, key) >= 1, f"train.{key} must be >= 1, got {getattr(t, key)}")
+    for key in ("eval_every", "save_every", "log_every", "num_vis"):
+        need(getattr(t, key) >= 0, f"train.{key} must be >= 0, got {getattr(t, key)}")
+    need(t.stop_at is None or 1 <= t.stop_at <= t.iters, f"train.stop_at must be in [1, train.iters={t.iters}], got {t.stop_at}")
+    need(dt.num_workers >= 0, f"data.num_workers must be >= 0, got {dt.num_workers}")
+    if dt.crop_size is not None:
+        size = [dt.crop_size] * 2 if isinstance(dt.crop_size, int) else dt.crop_size
+        need(len(size) == 2 and min(size) >= 1, f"data.crop_size must be an int or [height, width] > 0, got {dt.crop_size}")
+    need(len(dt.scale_range) == 2 and 0 < dt.scale_range[0] <= dt.scale_range[1],
+         f"data.scale_range must be [min, max] with 0 < min <= max, got {dt.scale_range}")
+    if m.method == "ess":
+        need(m.embedding_dim >= 1, f"model.embedding_dim must be >= 1 for method ess, got {m.embedding_dim}")
+        need(lo.k >= 1, f"loss.k must be >= 1, got {lo.k}")
+        need(lo.tau > 0, f"loss.tau must be > 0, got {lo.tau}")
+        need(lo.margin >= 0 and lo.reg_weight >= 0, "loss.margin and loss.reg_weight must be >= 0")
+        need(lo.query_stride >= 1, f"loss.query_stride must be >= 1, got {lo.query_stride}")
+    need(m.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {m.output_stride}")
+    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(o.backbone_lr_mult >= 0 and o.weight_decay >= 0, "optim.backbone_lr_mult and optim.weight_decay must be >= 0")
+
+
+def crop_hw(crop_size: int | list[int] | None) -> tuple[int, int] | None:
+    """``crop_size`` as ``(height, width)`` (``None`` stays ``None``)."""
+    if crop_size is None:
+        return None
+    return (crop_size, crop_size) if isinstance(crop_size, int) else (crop_size[0], crop_size[1])
+
+
+__all__ = [
+    "Config", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+    "config_from_dict", "crop_hw", "load_config", "set_key", "valid_keys", "validate",
+]

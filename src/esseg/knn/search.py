@@ -1,0 +1,224 @@
+"""Exact and approximate k-nearest-neighbour search over class embeddings.
+
+All backends share one contract (selection returns indices, scoring is elsewhere)::
+
+    search(queries (N, d), database (C, d), k) -> (sq_dists (N, k) ascending, indices (N, k) int64)
+
+and always run under ``torch.no_grad()``. ``sq_dists[i, j] = ||q_i - db[indices[i, j]]||^2``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+# Elements of one (rows x C) distance block; bounds the search's peak memory (16 MiB in fp32).
+DEFAULT_BLOCK_ELEMENTS = 1 << 22
+
+
+def _check(queries: torch.Tensor, database: torch.Tensor, k: int) -> None:
+    if queries.dim() != 2 or database.dim() != 2:
+        raise ValueError(
+            f"knn_search expects queries (N, d) and database (C, d); got {tuple(queries.shape)} "
+            f"and {tuple(database.shape)}"
+        )
+    if queries.shape[1] != database.shape[1]:
+        raise ValueError(
+            f"queries have d={queries.shape[1]} but the database has d={database.shape[1]}; "
+            "both must use the same embedding_dim"
+        )
+    if not 1 <= k <= database.shape[0]:
+        raise ValueError(f"k={k} must be in [1, C] with C={database.shape[0]} database vectors; lower k")
+
+
+def _sq_dists_block(q: torch.Tensor, q_sq: torch.Tensor, db: torch.Tensor, db_sq: torch.Tensor) -> torch.Tensor:
+    # ||q||^2 + ||mu||^2 - 2 q.mu, clamped at 0 against rounding.
+    return torch.addmm(db_sq.unsqueeze(0), q, db.t(), alpha=-2.0).add_(q_sq.unsqueeze(1)).clamp_(min=0)
+
+
+@torch.no_grad()
+def torch_exact_search(
+    queries: torch.Tensor,
+    database: torch.Tensor,
+    k: int,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact search in plain torch, in blocks of queries so no (N x C) matrix is ever built.
+
+    Args:
+        queries: (N, d). database: (C, d). k: neighbours per query, 1 <= k <= C.
+        block_elements: max elements of one (rows x C) distance block.
+
+    Returns:
+        ``(sq_dists, indices)``, both (N, k); distances ascending, indices int64.
+    """
+    _check(queries, database, k)
+    n, c = queries.shape[0], database.shape[0]
+    db_sq = database.pow(2).sum(1)
+    rows = max(1, block_elements // max(c, 1))
+    dists = queries.new_empty((n, k))
+    idx = torch.empty((n, k), dtype=torch.long, device=queries.device)
+    for s in range(0, n, rows):
+        q = queries[s : s + rows]
+        d2 = _sq_dists_block(q, q.pow(2).sum(1), database, db_sq)
+        dists[s : s + rows], idx[s : s + rows] = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+    return dists, idx
+
+
+def _faiss():
+    try:
+        import faiss  # noqa: PLC0415
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            'the "faiss" kNN backend needs FAISS: pip install "esseg[faiss]" (or faiss-gpu), '
+            'or use backend="torch"'
+        ) from err
+    return faiss
+
+
+@torch.no_grad()
+def faiss_search(
+    queries: torch.Tensor,
+    database: torch.Tensor,
+    k: int,
+    nlist: int | None = None,
+    nprobe: int = 8,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Search with FAISS: ``IndexFlatL2`` (exact) by default, ``IndexIVFFlat`` when ``nlist`` is set.
+
+    Args:
+        queries: (N, d). database: (C, d). k: neighbours per query.
+        nlist: number of inverted lists (clusters) for the non-exhaustive IVF index; None = exact.
+        nprobe: lists visited per query with IVF (recall grows with nprobe; nprobe=nlist is exact).
+
+    Returns:
+        ``(sq_dists, indices)`` (N, k) on the queries' device; IVF may return fewer than k true
+        neighbours per row when the probed lists hold fewer than k vectors: missing slots are
+        filled with the nearest found (never -1).
+    """
+    _check(queries, database, k)
+    faiss = _faiss()
+    d = queries.shape[1]
+    xb = database.detach().float().cpu().contiguous().numpy()
+    xq = queries.detach().float().cpu().contiguous().numpy()
+    if nlist is None:
+        index = faiss.IndexFlatL2(d)
+    else:
+        nlist = max(1, min(int(nlist), xb.shape[0]))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        index.cp.seed = seed
+        index.cp.min_points_per_centroid = 1
+        index.train(xb)
+        index.nprobe = min(int(nprobe), nlist)
+    index.add(xb)
+    dist, idx = index.search(xq, k)
+    dist_t = torch.from_numpy(dist).to(queries.device, queries.dtype)
+    idx_t = torch.from_numpy(idx).to(queries.device, torch.long)
+    missing = idx_t < 0
+    if missing.any():
+        idx_t = torch.where(missing, idx_t[:, :1], idx_t)
+        dist_t = torch.where(missing, dist_t[:, :1], dist_t)
+    return dist_t, idx_t
+
+
+class ClusteredIndex:
+    """A non-exhaustive index in plain torch: k-means over the database, search in nearby clusters.
+
+    Each query is compared with the ``nlist`` centroids, then exactly with the members of its
+    ``nprobe`` nearest clusters. Cost per query is ``O(nlist + nprobe * C / nlist)`` distances
+    instead of ``O(C)``. Build once per database (e.g. once per training step's class table)
+    and reuse for many queries.
+
+    Args:
+        database: (C, d). nlist: clusters (default ``round(sqrt(C))``). iters: k-means iterations.
+    """
+
+    def __init__(self, database: torch.Tensor, nlist: int | None = None, iters: int = 10, seed: int = 0):
+        with torch.no_grad():
+            c = database.shape[0]
+            self.database = database
+            self.nlist = max(1, min(c, nlist or round(math.sqrt(c))))
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            perm = torch.randperm(c, generator=gen)[: self.nlist].to(database.device)
+            centroids = database[perm].clone()
+            for _ in range(iters):
+                assign = torch_exact_search(database, centroids, 1)[1][:, 0]
+                sums = torch.zeros_like(centroids).index_add_(0, assign, database)
+                counts = torch.bincount(assign, minlength=self.nlist).unsqueeze(1)
+                centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+            self.centroids = centroids
+            assign = torch_exact_search(database, centroids, 1)[1][:, 0]
+            order = torch.argsort(assign, stable=True)
+            counts = torch.bincount(assign, minlength=self.nlist)
+            self.members = order  # database ids grouped by cluster
+            self.offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            self.max_size = int(counts.max())
+
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, k: int, nprobe: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, d) queries -> ``(sq_dists, indices)`` (N, k) over the probed clusters only."""
+        _check(queries, self.database, k)
+        nprobe = max(1, min(nprobe, self.nlist))
+        probe = torch_exact_search(queries, self.centroids, nprobe)[1]  # (N, nprobe)
+        # Candidate slots: every member position of each probed cluster, padded to max_size.
+        slot = torch.arange(self.max_size, device=queries.device)
+        start = self.offsets[probe].unsqueeze(-1)  # (N, nprobe, 1)
+        size = (self.offsets[probe + 1] - self.offsets[probe]).unsqueeze(-1)
+        pos = (start + slot).reshape(queries.shape[0], -1)
+        valid = (slot < size).reshape(queries.shape[0], -1)
+        cand = self.members[pos.clamp(max=self.members.numel() - 1)]
+        d2 = (queries.unsqueeze(1) - self.database[cand]).pow(2).sum(-1)
+        d2 = d2.masked_fill(~valid, float("inf"))
+        kk = min(k, d2.shape[1])
+        dist, j = torch.topk(d2, kk, dim=1, largest=False, sorted=True)
+        idx = cand.gather(1, j)
+        if kk < k or torch.isinf(dist).any():  # fewer candidates than k: pad with the nearest found
+            dist = torch.cat([dist, dist[:, :1].expand(-1, k - kk)], 1)
+            idx = torch.cat([idx, idx[:, :1].expand(-1, k - kk)], 1)
+            bad = torch.isinf(dist)
+            dist = torch.where(bad, dist[:, :1], dist)
+            idx = torch.where(bad, idx[:, :1], idx)
+        return dist, idx
+
+
+@torch.no_grad()
+def clustered_search(
+    queries: torch.Tensor, database: torch.Tensor, k: int, nlist: int | None = None, nprobe: int = 8, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-exhaustive torch search: build a :class:`ClusteredIndex` and query it once."""
+    _check(queries, database, k)
+    return ClusteredIndex(database, nlist=nlist, seed=seed).search(queries, k, nprobe=nprobe)
+
+
+BACKENDS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
+    "torch": torch_exact_search,
+    "faiss": faiss_search,
+    "clustered": clustered_search,
+}
+
+
+def knn_search(
+    queries: torch.Tensor, database: torch.Tensor, k: int, backend: str = "torch", **options
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Find the ``k`` nearest database vectors of each query (squared L2 distance).
+
+    Args:
+        queries: (N, d) float tensor. database: (C, d) float tensor. k: 1 <= k <= C.
+        backend: ``"torch"`` (exact, blocked; default), ``"faiss"`` (``IndexFlatL2``, or
+            ``IndexIVFFlat`` with ``nlist=``/``nprobe=``) or ``"clustered"`` (non-exhaustive
+            k-means + probe in plain torch; ``nlist=``, ``nprobe=``).
+        **options: passed to the backend.
+
+    Returns:
+        ``(sq_dists, indices)``: (N, k) squared distances ``||q_i - db_j||^2`` in ascending
+        order and their int64 database indices. Computed without gradient.
+
+    Raises:
+        ValueError: ``k > C``, mismatched dimensions or an unknown backend.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown knn backend {backend!r}; known backends: {', '.join(BACKENDS)}")
+    return BACKENDS[backend](queries, database, k, **options)

@@ -1,0 +1,201 @@
+"""kNN cross-entropy: softmax over the target class plus k negative classes (paper Eq. 4-6)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from esseg.knn import knn_search
+from esseg.losses._common import flatten_pixels, reduce_loss, valid_mask, zero_loss
+
+# Rows processed at once when gathering candidate class embeddings (bounds N x K x d temporaries).
+_GATHER_ROWS = 1 << 15
+
+
+class _CandidateSqDist(torch.autograd.Function):
+    """``D[i, j] = ||x_i - mu[cand[i, j]]||^2`` without keeping the gathered (N, K, d) tensor.
+
+    Forward gathers candidate embeddings block by block; backward gathers them again, so the
+    graph holds only ``x`` (N, d), ``mu`` (C, d) and ``cand`` (N, K) int64.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mu: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        out = x.new_empty(cand.shape)
+        for s in range(0, x.shape[0], _GATHER_ROWS):
+            xs = x[s : s + _GATHER_ROWS].unsqueeze(1)
+            out[s : s + _GATHER_ROWS] = (xs - mu[cand[s : s + _GATHER_ROWS]]).pow(2).sum(-1)
+        ctx.save_for_backward(x, mu, cand)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, mu, cand = ctx.saved_tensors
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        grad_mu = torch.zeros_like(mu) if ctx.needs_input_grad[1] else None
+        for s in range(0, x.shape[0], _GATHER_ROWS):
+            c = cand[s : s + _GATHER_ROWS]
+            g = grad[s : s + _GATHER_ROWS].unsqueeze(-1)
+            diff = x[s : s + _GATHER_ROWS].unsqueeze(1) - mu[c]  # (n, K, d)
+            if grad_x is not None:
+                grad_x[s : s + _GATHER_ROWS] = 2.0 * (g * diff).sum(1)
+            if grad_mu is not None:
+                grad_mu.index_add_(0, c.reshape(-1), (-2.0 * g * diff).reshape(-1, mu.shape[1]))
+        return grad_x, grad_mu, None
+
+
+def candidate_sq_dists(x: torch.Tensor, class_embeddings: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Squared distances from each x_i (N, d) to its candidate classes (N, K) -> (N, K).
+
+    Equals ``((x[:, None] - class_embeddings[candidates]) ** 2).sum(-1)`` in value and gradient.
+    """
+    return _CandidateSqDist.apply(x, class_embeddings, candidates)
+
+
+@torch.no_grad()
+def knn_negatives(
+    queries: torch.Tensor, targets: torch.Tensor, class_embeddings: torch.Tensor, k: int, **search_options
+) -> torch.Tensor:
+    """The k nearest classes of each query other than its target -> (N, k) int64.
+
+    Searches k+1 neighbours and drops the target where it appears, else the farthest one, so
+    every row holds k distinct classes none of which is the target.
+    """
+    _, idx = knn_search(queries, class_embeddings, k + 1, **search_options)
+    return drop_target(idx, targets, k, class_embeddings.shape[0])
+
+
+@torch.no_grad()
+def drop_target(idx: torch.Tensor, targets: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
+    """From (N, k+1) neighbours in ascending distance keep k distinct non-target classes.
+
+    Drops the target where present, else the farthest neighbour. Approximate backends may
+    return a class twice (when the probed clusters hold too few classes): repeats are dropped
+    too and such short rows are topped up with random distinct non-target classes.
+    """
+    drop = idx == targets.unsqueeze(1)
+    ordered, order = idx.sort(1)
+    repeat = torch.zeros_like(drop)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    drop |= torch.zeros_like(drop).scatter_(1, order, repeat)
+    kept = (~drop).sum(1)
+    drop[:, -1] |= kept > k
+    short = kept < k
+    if not short.any():
+        return idx[~drop].view(-1, k)
+    out = torch.empty((idx.shape[0], k), dtype=torch.long, device=idx.device)
+    out[~short] = idx[~short][~drop[~short]].view(-1, k)
+    fill = random_negatives(targets[short], num_classes, k)
+    for row, (ids, dropped, extra) in zip(
+        torch.nonzero(short).flatten().tolist(), zip(idx[short], drop[short], fill)
+    ):
+        seen = ids[~dropped].tolist()
+        seen += [c for c in extra.tolist() if c not in seen][: k - len(seen)]
+        out[row] = torch.tensor(seen, device=idx.device)
+    return out
+
+
+@torch.no_grad()
+def random_negatives(
+    targets: torch.Tensor, num_classes: int, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """k distinct classes per row, uniform over the C-1 classes other than the target -> (N, k).
+
+    Robert Floyd's sampling, vectorised over rows: O(N k^2) time, no (N, C) tensor.
+    """
+    n, dev = targets.shape[0], targets.device
+    picked = torch.empty((n, k), dtype=torch.long, device=dev)
+    m = num_classes - 1  # sample from [0, m), then skip over the target
+    for step, j in enumerate(range(m - k, m)):
+        t = (torch.rand(n, device=dev, generator=generator) * (j + 1)).long().clamp_(max=j)
+        dup = (picked[:, :step] == t.unsqueeze(1)).any(1)
+        picked[:, step] = torch.where(dup, torch.full_like(t, j), t)
+    return picked + (picked >= targets.unsqueeze(1)).long()
+
+
+def _block_queries(
+    pixel_embeddings: torch.Tensor, valid: torch.Tensor, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool embeddings over stride x stride blocks; return the block queries each
+    valid pixel uses (Q, d) and, per valid pixel, the row of its block in that table (N,)."""
+    b, d, h, w = pixel_embeddings.shape
+    pooled = F.avg_pool2d(pixel_embeddings.detach(), stride, stride, ceil_mode=True)
+    hb, wb = pooled.shape[2:]
+    ys = torch.arange(h, device=valid.device) // stride
+    xs = torch.arange(w, device=valid.device) // stride
+    block = (torch.arange(b, device=valid.device).view(b, 1, 1) * hb + ys.view(1, h, 1)) * wb + xs.view(1, 1, w)
+    block = block.reshape(-1)[valid]
+    used, inverse = torch.unique(block, return_inverse=True)
+    return pooled.permute(0, 2, 3, 1).reshape(-1, d)[used], inverse
+
+
+def knn_cross_entropy(
+    pixel_embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    class_embeddings: torch.Tensor,
+    k: int = 7,
+    tau: float = 0.05,
+    ignore_index: int = 255,
+    negatives: str = "knn",
+    reduction: str = "mean",
+    query_stride: int = 1,
+    generator: torch.Generator | None = None,
+    **search_options,
+) -> torch.Tensor:
+    """Cross-entropy over the target class and k negative classes (paper Eq. 6).
+
+    With logits ``z_ic = -||x_i - mu_c||^2 / tau`` (Eq. 5), each valid pixel i contributes::
+
+        l_i = -z_{i,y_i} + log( exp(z_{i,y_i}) + sum_{n in eta_i} exp(z_{i,n}) )
+
+    where ``eta_i`` holds exactly k distinct classes, never ``y_i``: the k nearest class
+    embeddings of x_i other than the target (``negatives="knn"``, searched without gradient)
+    or k uniformly drawn other classes (``negatives="random"``, the Table 2 ablation).
+    ``k >= C-1`` uses every other class, so the loss equals full softmax cross-entropy.
+
+    Args:
+        pixel_embeddings: (B, d, H, W) or (N, d), used as given (normalise in the model).
+        labels: (B, H, W) or (N,) int64 in [0, C) or ``ignore_index``.
+        class_embeddings: (C, d).
+        k: negatives per pixel. tau: temperature.
+        ignore_index: label value to skip; ignored pixels are dropped before any search.
+        negatives: ``"knn"`` or ``"random"``.
+        reduction: ``"mean"`` over valid pixels (0 when none), ``"sum"`` or ``"none"``
+            (per-pixel loss in the label shape, 0 at ignored pixels).
+        query_stride: search negatives once per s x s block (on the block's mean embedding)
+            and share them across the block's pixels; 1 searches every pixel. Needs 4-D input.
+        generator: RNG for ``negatives="random"``.
+        **search_options: passed to :func:`esseg.knn.knn_search` (``backend=``, ...).
+
+    Returns:
+        Scalar loss (or per-pixel losses for ``reduction="none"``).
+    """
+    num_classes = class_embeddings.shape[0]
+    if num_classes < 2:
+        raise ValueError(f"knn_cross_entropy needs at least 2 classes; got C={num_classes}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    if negatives not in ("knn", "random"):
+        raise ValueError(f"negatives must be 'knn' or 'random'; got {negatives!r}")
+    if query_stride < 1 or (query_stride > 1 and pixel_embeddings.dim() != 4):
+        raise ValueError(f"query_stride={query_stride} needs 4-D (B,d,H,W) embeddings and must be >= 1")
+    x, y, shape = flatten_pixels(pixel_embeddings, labels)
+    valid = valid_mask(y, num_classes, ignore_index)
+    if not valid.any():
+        zero = zero_loss(pixel_embeddings, class_embeddings)
+        return zero if reduction != "none" else zero + x.new_zeros(shape)
+    xv, yv = x[valid], y[valid]
+    k = min(k, num_classes - 1)
+    if negatives == "random":
+        neg = random_negatives(yv, num_classes, k, generator=generator)
+    elif query_stride == 1:
+        neg = knn_negatives(xv.detach(), yv, class_embeddings.detach(), k, **search_options)
+    else:
+        queries, block = _block_queries(pixel_embeddings, valid, query_stride)
+        _, idx = knn_search(queries, class_embeddings.detach(), k + 1, **search_options)
+        neg = drop_target(idx[block], yv, k, num_classes)
+    candidates = torch.cat([yv.unsqueeze(1), neg], 1)  # target first
+    logits = candidate_sq_dists(xv, class_embeddings, candidates).div(-tau)
+    per_pixel = torch.logsumexp(logits, 1) - logits[:, 0]
+    return reduce_loss(per_pixel, valid, shape, reduction)
+

@@ -1,0 +1,102 @@
+"""Thin ``nn.Module`` wrappers that store loss options and call the functional losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esseg.losses._common import valid_mask, zero_loss
+from esseg.losses.exact_ce import exact_cross_entropy
+from esseg.losses.knn_ce import knn_cross_entropy
+from esseg.losses.margin import max_margin_loss
+
+MODES = ("knn", "random", "exact")
+
+
+class ESSLoss(nn.Module):
+    """The ESS training loss: classification cross-entropy + ``reg_weight`` x max-margin term.
+
+    ``L = CE(pixel_embeddings, labels, class_embeddings) + reg_weight * L_r(class_embeddings)``
+    (Algorithm 1, line 8), where CE is :func:`knn_cross_entropy` (``mode="knn"``, Eq. 6, or
+    ``mode="random"``, the random-negatives ablation) or :func:`exact_cross_entropy`
+    (``mode="exact"``, Eq. 5 over all classes), and ``L_r`` is :func:`max_margin_loss` (Eq. 7).
+
+    After each call ``self.terms`` holds the detached terms ``{"ce", "reg"}`` for logging.
+
+    Args:
+        k: negatives per pixel (knn/random). tau: temperature (paper: 0.05).
+        margin: max-margin m (paper: 0.5). reg_weight: weight of L_r (0 disables it).
+        ignore_index: label to skip. mode: ``"knn"``, ``"random"`` or ``"exact"``.
+        query_stride: share kNN negatives within s x s pixel blocks (1 = every pixel).
+        chunk_size: class chunk of the exact mode.
+        **search_options: kNN search options (``backend="faiss"``, ``nlist=``, ...).
+
+    Shapes:
+        forward(pixel_embeddings (B,d,H,W) or (N,d), labels (B,H,W) or (N,), class_embeddings (C,d)) -> scalar
+    """
+
+    def __init__(
+        self,
+        k: int = 7,
+        tau: float = 0.05,
+        margin: float = 0.5,
+        reg_weight: float = 1.0,
+        ignore_index: int = 255,
+        mode: str = "knn",
+        query_stride: int = 1,
+        chunk_size: int | None = None,
+        **search_options,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"ESSLoss mode must be one of {', '.join(MODES)}; got {mode!r}")
+        self.k, self.tau, self.margin, self.reg_weight = k, tau, margin, reg_weight
+        self.ignore_index, self.mode, self.query_stride, self.chunk_size = ignore_index, mode, query_stride, chunk_size
+        self.search_options = search_options
+        self.terms: dict[str, torch.Tensor] = {}
+
+    def forward(self, pixel_embeddings: torch.Tensor, labels: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+        if self.mode == "exact":
+            ce = exact_cross_entropy(
+                pixel_embeddings, labels, class_embeddings, tau=self.tau,
+                ignore_index=self.ignore_index, chunk_size=self.chunk_size,
+            )
+        else:
+            ce = knn_cross_entropy(
+                pixel_embeddings, labels, class_embeddings, k=self.k, tau=self.tau,
+                ignore_index=self.ignore_index, negatives=self.mode, query_stride=self.query_stride,
+                **self.search_options,
+            )
+        reg = max_margin_loss(class_embeddings, self.margin) if self.reg_weight else ce.new_zeros(())
+        self.terms = {"ce": ce.detach(), "reg": reg.detach()}
+        return ce + self.reg_weight * reg
+
+    def extra_repr(self) -> str:
+        return (
+            f"mode={self.mode!r}, k={self.k}, tau={self.tau}, margin={self.margin}, "
+            f"reg_weight={self.reg_weight}, ignore_index={self.ignore_index}, query_stride={self.query_stride}"
+        )
+
+
+class SoftmaxCrossEntropyLoss(nn.Module):
+    """The baseline's loss: ``F.cross_entropy`` on (B, C, H, W) logits, mean over valid pixels.
+
+    Same call signature as :class:`ESSLoss` so one training loop serves both;
+    ``class_embeddings`` is accepted and ignored. Labels are range-checked like ESS's, and a
+    batch with no valid pixel gives 0 (not NaN). ``self.terms`` holds ``{"ce"}``.
+    """
+
+    def __init__(self, ignore_index: int = 255):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.terms: dict[str, torch.Tensor] = {}
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_embeddings: torch.Tensor | None = None):
+        valid = valid_mask(labels, logits.shape[1], self.ignore_index)
+        if valid.any():
+            ce = F.cross_entropy(logits, labels, ignore_index=self.ignore_index)
+        else:
+            ce = zero_loss(logits)
+        self.terms = {"ce": ce.detach()}
+        return ce

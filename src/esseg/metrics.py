@@ -1,0 +1,151 @@
+"""Segmentation metrics from a confusion matrix: PAcc, mAcc, mIoU, fIoU and per-class IoU.
+
+The confusion matrix ``M`` is ``(C, C)`` int64 with rows = ground truth and columns =
+prediction: ``M[t, p]`` counts the pixels of class ``t`` predicted as ``p``. Pixels whose
+target is ``ignore_index`` are left out before counting. Writing ``n_c = sum_p M[c, p]``
+(ground-truth pixels of class c), ``s_c = sum_t M[t, c]`` (pixels predicted as c) and
+``N = sum_c n_c``:
+
+- pixel accuracy          ``PAcc = sum_c M[c, c] / N``
+- class accuracy          ``Acc_c = M[c, c] / n_c``                    (defined when n_c > 0)
+- mean class accuracy     ``mAcc = mean of Acc_c over classes with n_c > 0``
+- intersection over union ``IoU_c = M[c, c] / (n_c + s_c - M[c, c])``  (defined when n_c + s_c > 0)
+- mean IoU                ``mIoU = mean of IoU_c over classes with n_c + s_c > 0``
+- frequency-weighted IoU  ``fIoU = sum_c (n_c / N) * IoU_c``
+
+A class absent from both the ground truth and the predictions (``n_c + s_c = 0``) has no IoU
+and is excluded from the mIoU mean (it would otherwise count as 0 or 1 depending on taste and
+make the number depend on how many unused classes the label space has). A class that is only
+predicted (``n_c = 0 < s_c``) has IoU 0 and does count in mIoU; it has no accuracy and is left
+out of mAcc. All values are fractions in [0, 1]; the CLI prints percentages.
+
+Only ``diag(M)``, the row sums and the column sums are needed, but the full matrix is kept
+because it is cheap for the label spaces in use (1284 classes: 13 MB) and handy to inspect.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Count ``(target, prediction)`` pairs with one ``bincount``.
+
+    Args:
+        pred: predicted class ids, any shape, values in ``[0, num_classes)``.
+        target: ground-truth ids, same shape, values in ``[0, num_classes)`` or ``ignore_index``.
+        num_classes: C.
+        ignore_index: target value whose pixels are not counted.
+
+    Returns:
+        ``(C, C)`` int64 tensor on ``target``'s device, rows = ground truth, columns = prediction.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}")
+    keep = target != ignore_index
+    t = target[keep].long()
+    p = pred[keep].long().to(t.device)
+    if t.numel():
+        bad_t = (t < 0) | (t >= num_classes)
+        if bad_t.any():
+            raise ValueError(
+                f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}; "
+                f"found {int(t[bad_t][0])}"
+            )
+        bad_p = (p < 0) | (p >= num_classes)
+        if bad_p.any():
+            raise ValueError(f"predictions must be in [0, {num_classes}); found {int(p[bad_p][0])}")
+    counts = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+class ConfusionMatrix:
+    """Accumulates a confusion matrix over batches (and, with :meth:`all_reduce`, over ranks).
+
+    Example::
+
+        cm = ConfusionMatrix(num_classes, ignore_index)
+        for images, labels in loader:
+            cm.update(model.predict(images), labels)
+        cm.all_reduce()
+        metrics = compute_metrics(cm.mat, class_names)
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu"):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the counts of one batch (``pred`` and ``target`` of equal shape)."""
+        self.mat += confusion_matrix(pred, target.to(self.mat.device), self.num_classes, self.ignore_index)
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over all ranks of the default process group (no-op when not distributed)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(self.mat)
+
+    def compute(self, class_names: Sequence[str] | None = None) -> dict:
+        """Shorthand for :func:`compute_metrics` on the accumulated matrix."""
+        return compute_metrics(self.mat, class_names)
+
+
+def _nan_to_none(values: torch.Tensor) -> list:
+    return [None if v != v else float(v) for v in values.tolist()]
+
+
+def compute_metrics(cm: torch.Tensor, class_names: Sequence[str] | None = None) -> dict:
+    """PAcc, mAcc, mIoU, fIoU and per-class IoU/accuracy from a ``(C, C)`` confusion matrix.
+
+    See the module docstring for the equations and for which classes enter each mean.
+
+    Returns:
+        A JSON-serialisable dict: ``PAcc``, ``mAcc``, ``mIoU``, ``fIoU`` (floats in [0, 1]),
+        ``num_pixels`` and ``num_valid_classes`` (classes with an IoU), and the per-class lists
+        ``class_names``, ``IoU``, ``Acc``, ``gt_pixels``, ``pred_pixels`` (``None`` where a
+        value is undefined).
+    """
+    cm = cm.detach().to("cpu", torch.float64)
+    num_classes = cm.shape[0]
+    names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"got {len(names)} class names for a {num_classes}-class confusion matrix")
+    tp = cm.diag()
+    gt = cm.sum(1)
+    pred = cm.sum(0)
+    union = gt + pred - tp
+    total = gt.sum()
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    acc = torch.where(gt > 0, tp / gt.clamp(min=1), nan)
+    iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
+    has_iou = union > 0
+    safe_total = max(float(total), 1.0)
+    return {
+        "PAcc": float(tp.sum() / safe_total),
+        "mAcc": float(acc[gt > 0].mean()) if (gt > 0).any() else 0.0,
+        "mIoU": float(iou[has_iou].mean()) if has_iou.any() else 0.0,
+        "fIoU": float((gt[has_iou] / safe_total * iou[has_iou]).sum()),
+        "num_pixels": int(total),
+        "num_valid_classes": int(has_iou.sum()),
+        "class_names": names,
+        "IoU": _nan_to_none(iou),
+        "Acc": _nan_to_none(acc),
+        "gt_pixels": [int(v) for v in gt.tolist()],
+        "pred_pixels": [int(v) for v in pred.tolist()],
+    }
+
+
+SUMMARY_KEYS = ("PAcc", "mAcc", "mIoU", "fIoU")
+
+
+def format_table(metrics: dict) -> str:
+    """A two-line table of the summary metrics in percent, e.g. for the terminal."""
+    head = "  ".join(f"{k:>7}" for k in SUMMARY_KEYS)
+    row = "  ".join(f"{100 * metrics[k]:7.2f}" for k in SUMMARY_KEYS)
+    return f"{head}\n{row}"
+
+
+__all__ = ["ConfusionMatrix", "compute_metrics", "confusion_matrix", "format_table", "SUMMARY_KEYS"]

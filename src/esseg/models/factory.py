@@ -1,0 +1,79 @@
+"""Build ESS and baseline models on top of segmentation_models_pytorch."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from esseg.errors import EssegError
+from esseg.models.segmenter import BaselineSegmenter, EmbeddingSegmenter
+
+
+def _smp():
+    import segmentation_models_pytorch as smp  # noqa: PLC0415
+
+    return smp
+
+
+def _architectures() -> dict[str, type]:
+    return dict(_smp().MODEL_ARCHITECTURES_MAPPING)
+
+
+def create_model(
+    arch: str = "deeplabv3plus",
+    encoder: str = "mobilenet_v2",
+    num_classes: int = 19,
+    embedding_dim: int | None = None,
+    encoder_weights: str | None = None,
+    output_stride: int = 16,
+    atrous_rates: tuple[int, ...] = (12, 24, 36),
+    normalize: bool = True,
+    in_channels: int = 3,
+    **kwargs,
+) -> EmbeddingSegmenter | BaselineSegmenter:
+    """Any segmentation_models_pytorch architecture/encoder as an ESS model or a baseline.
+
+    ``embedding_dim=d`` gives an :class:`EmbeddingSegmenter` whose last conv has d channels
+    (Sec. 3.1); ``embedding_dim=None`` gives a :class:`BaselineSegmenter` with C channels.
+    Paper defaults: DeepLabV3+, output stride 16, ASPP dilations (12, 24, 36).
+
+    Args:
+        arch: smp architecture name (``deeplabv3plus``, ``unet``, ``fpn``, ...).
+        encoder: smp/timm encoder name (``mobilenet_v2``, ``resnet50``, ...).
+        num_classes: C. embedding_dim: d, or None for the baseline.
+        encoder_weights: ``None`` (random init) or e.g. ``"imagenet"`` (downloads weights).
+        output_stride, atrous_rates: DeepLabV3/V3+ only.
+        normalize: ESS only: L2-normalise pixel and class embeddings.
+        **kwargs: passed to the smp model constructor.
+
+    Returns:
+        The model; ``model.config`` holds these arguments, enough to rebuild it.
+    """
+    archs = _architectures()
+    key = arch.lower()
+    if key not in archs:
+        raise EssegError(f"unknown arch {arch!r}; known architectures: {', '.join(sorted(archs))}")
+    encoders = _smp().encoders.get_encoder_names()
+    if encoder not in encoders and not encoder.startswith("tu-"):
+        raise EssegError(
+            f"unknown encoder {encoder!r}; use one of segmentation_models_pytorch's encoders "
+            f"(e.g. mobilenet_v2, resnet50, efficientnet-b0) or a timm encoder as 'tu-<name>'"
+        )
+    if num_classes < 2:
+        raise EssegError(f"num_classes must be >= 2; got {num_classes}")
+    extra = dict(kwargs)
+    if key in ("deeplabv3", "deeplabv3plus"):
+        extra.update(encoder_output_stride=output_stride, decoder_atrous_rates=tuple(atrous_rates))
+    out_channels = embedding_dim if embedding_dim is not None else num_classes
+    net: nn.Module = archs[key](
+        encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=out_channels, **extra
+    )
+    if embedding_dim is None:
+        model: EmbeddingSegmenter | BaselineSegmenter = BaselineSegmenter(net, num_classes)
+    else:
+        model = EmbeddingSegmenter(net, num_classes, embedding_dim, normalize=normalize)
+    model.config = dict(
+        arch=arch, encoder=encoder, num_classes=num_classes, embedding_dim=embedding_dim,
+        encoder_weights=encoder_weights, output_stride=output_stride, atrous_rates=list(atrous_rates),
+        normalize=normalize, in_channels=in_channels, **kwargs,
+    )
+    return model
