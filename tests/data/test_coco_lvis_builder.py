@@ -150,6 +150,12 @@ def test_paint_mask_uses_one_lookup_not_chained_relabelling():
     assert np.all(paint_mask(H, W, [], stuff, lut) == 98)  # blanket -> 98, not on to 181
 
 
+def test_paint_mask_ignores_degenerate_polygons():
+    # pycocotools reads a 4-number "polygon" as a box [x, y, w, h]; it must paint nothing
+    anns = [{"category_id": 5, "segmentation": [[0, 0, 6, 4]]}, {"category_id": 6, "segmentation": [[0, 0, 6, 0, 6, 4, 0, 4], [1, 1]]}]
+    np.testing.assert_array_equal(paint_mask(H, W, anns), 6 * box(0, 4, 0, 6))
+
+
 def test_build_paints_lvis_first_then_stuff(tmp_path):
     lvis, stuff, coco = write_inputs(tmp_path)
     summary = build_coco_lvis(lvis, stuff, tmp_path / "out", coco_root=coco, progress=False)

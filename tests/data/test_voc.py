@@ -39,6 +39,19 @@ def test_aug_train_uses_segmentation_class_aug_and_trainaug_list(make_voc):
         VOC(root, "train")  # plain VOC has no train.txt in this fixture
 
 
+def test_aug_falls_back_to_segmentation_class_for_voc_only_ids(make_voc):
+    root = make_voc({"train": [np.array([[3, 4]]), np.array([[5, 6]])]}, aug=True)
+    voc = root / "VOCdevkit/VOC2012"
+    (voc / "SegmentationClass").mkdir()
+    (voc / "SegmentationClassAug/2007_train0001.png").rename(voc / "SegmentationClass/2007_train0001.png")
+    ds = VOCAug(root, "trainaug")
+    assert [p.parent.name for _, p in ds.samples] == ["SegmentationClassAug", "SegmentationClass"]
+    np.testing.assert_array_equal(ds.load_label(1), [[5, 6]])
+    (voc / "SegmentationClass/2007_train0001.png").unlink()
+    with pytest.raises(DatasetError, match=r"VOCAug: 1 listed file\(s\) missing, first .*SegmentationClassAug/2007_train0001.png"):
+        VOCAug(root, "train")
+
+
 def test_missing_root(tmp_path):
     with pytest.raises(DatasetError, match=r"VOC: root .*missing does not exist"):
         VOC(tmp_path / "missing", "train")

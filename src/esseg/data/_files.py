@@ -19,8 +19,10 @@ LABEL_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L")
 DOCS = "see docs/datasets.md"
 
 
-def describe_error(err: BaseException) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+def unreadable(what: str, path: Path, err: BaseException) -> DatasetError:
+    """The one-line error for a file that exists but cannot be decoded."""
+    reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return DatasetError(f"cannot read {what} {path} ({reason}); re-download or re-extract it, or drop it from the split")
 
 
 def find_root(root, dataset: str, marker: str, layout: str, subdirs: tuple[str, ...] = ()) -> Path:
@@ -74,7 +76,7 @@ def read_image(path: Path) -> Image.Image:
         with Image.open(path) as im:
             return im.convert("RGB")
     except Exception as err:
-        raise DatasetError(f"cannot read image {path} ({describe_error(err)}); re-download it or drop it from the split") from err
+        raise unreadable("image", path, err) from err
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -83,7 +85,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.size
     except Exception as err:
-        raise DatasetError(f"cannot read image {path} ({describe_error(err)}); re-download it or drop it from the split") from err
+        raise unreadable("image", path, err) from err
 
 
 def read_label_png(path: Path) -> np.ndarray:
@@ -99,7 +101,7 @@ def read_label_png(path: Path) -> np.ndarray:
     except DatasetError:
         raise
     except Exception as err:
-        raise DatasetError(f"cannot read label {path} ({describe_error(err)}); re-download or re-extract it") from err
+        raise unreadable("label", path, err) from err
 
 
 class PairedFileDataset(SegmentationDataset):

@@ -64,6 +64,7 @@ _SQUARE3 = np.ones((3, 3), bool)
 class Glyph:
     font: str
     codepoint: int
+    fill: float  # fraction of the fitted square that is ink (16x16 descriptor)
     solidity: float  # fraction of the 16x16 descriptor that is ink and survives a 3x3 erosion
 
     @property
@@ -127,9 +128,10 @@ def _candidates(font: str) -> tuple[list[Glyph], np.ndarray]:
         if max(h, w) / min(h, w) > MAX_ASPECT or max(h, w) < 8:
             continue
         d = _fit(ink, DESC) >= 128
-        if d.mean() < MIN_FILL:
+        fill = float(d.mean())
+        if fill < MIN_FILL:
             continue
-        glyphs.append(Glyph(font, cp, float(ndimage.binary_erosion(d, _SQUARE3).mean())))
+        glyphs.append(Glyph(font, cp, fill, float(ndimage.binary_erosion(d, _SQUARE3).mean())))
         descs.append(d.reshape(-1))
     if not descs:
         return [], np.zeros((0, DESC * DESC), np.float32)

@@ -57,12 +57,17 @@ class COCOLVIS(SegmentationDataset):
 
     def __init__(self, root, split: str = "train", transforms=None, coco_root=None):
         super().__init__(root, split, transforms)
+        if root is None:
+            raise DatasetError(
+                "coco_lvis: no dataset root given; pass --root DIR holding train/ and val/ from `esseg build-coco-lvis`"
+            )
         self.split_dir = Path(root) / split
         index = self.split_dir / "index.tsv"
         if not index.is_file():
             raise DatasetError(
                 f"{index} not found: build it with `esseg build-coco-lvis --lvis-json lvis_v1_{split}.json "
-                f"--coco-stuff-json stuff_train2017.json stuff_val2017.json --out {self.split_dir} --coco-root COCO`"
+                f"--coco-stuff-json stuff_train2017.json stuff_val2017.json --out {self.split_dir} --coco-root COCO` "
+                "(root holds one build per split)"
             )
         self.classes = read_classes(self.split_dir / "classes.tsv")
         self.palette = palette(len(self.classes))
@@ -80,24 +85,32 @@ class COCOLVIS(SegmentationDataset):
         return Path(self.samples[index][0]).stem
 
     def load(self, index: int):
-        image_rel, mask_rel, height, width = self.samples[index]
+        """``(PIL RGB image, int64 (H, W) train ids / ignore_index)`` of sample ``index``."""
+        image_rel, _, height, width = self.samples[index]
         if self.coco_root is None:
             raise DatasetError(
                 f"{self.split_dir / 'index.tsv'} records no coco_root: pass coco_root=<dir with train2017/> "
                 "or rebuild with --coco-root"
             )
-        image_path, mask_path = self.coco_root / image_rel, self.split_dir / mask_rel
+        image_path = self.coco_root / image_rel
         if not image_path.is_file():
             raise DatasetError(f"{image_path} not found: coco_root must hold the COCO 2017 images ({image_rel})")
+        image = Image.open(image_path).convert("RGB")
+        if image.size != (width, height):
+            raise DatasetError(
+                f"{image_path} is {image.size[0]}x{image.size[1]}, index.tsv says {width}x{height}: check coco_root"
+            )
+        return image, self.load_label(index)
+
+    def load_label(self, index: int) -> np.ndarray:
+        """The int64 ``(H, W)`` train ids of sample ``index`` (no image read, no coco_root needed)."""
+        _, mask_rel, height, width = self.samples[index]
+        mask_path = self.split_dir / mask_rel
         if not mask_path.is_file():
             raise DatasetError(f"{mask_path} not found: rerun `esseg build-coco-lvis` with --out {self.split_dir}")
-        image = Image.open(image_path).convert("RGB")
         mask = np.asarray(Image.open(mask_path), dtype=np.int64)
-        if mask.shape != (height, width) or image.size != (width, height):
-            raise DatasetError(
-                f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} and {image_path} {image.size[0]}x{image.size[1]}, "
-                f"index says {width}x{height}: check coco_root or rebuild"
-            )
+        if mask.shape != (height, width):
+            raise DatasetError(f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}, index.tsv says {width}x{height}: rebuild it")
         if mask.size and mask.max() > self.num_classes:
             raise DatasetError(
                 f"mask values must be in [0, {self.num_classes}]; found {mask.max()} in {mask_path}: "
@@ -105,4 +118,4 @@ class COCOLVIS(SegmentationDataset):
             )
         label = mask - 1
         label[mask == 0] = self.ignore_index
-        return image, label
+        return label

@@ -215,10 +215,10 @@ def _load_json(path, what: str, example: str) -> dict:
 
 
 def _check_stuff_categories(path, categories: list[dict]) -> None:
-    ids = sorted(c["id"] for c in categories)
-    if not ids or ids[0] < FIRST_STUFF_ID or STUFF_OTHER not in {normalise_name(c["name"]) for c in categories}:
+    ids = sorted(c["id"] for c in categories) or [None]
+    if ids[0] is None or ids[0] < FIRST_STUFF_ID or STUFF_OTHER not in {normalise_name(c["name"]) for c in categories}:
         raise DatasetError(
-            f"{path} is not a COCO-Stuff 2017 JSON (category ids {ids[0] if ids else '-'}..{ids[-1] if ids else '-'}, expected 92..183 "
+            f"{path} is not a COCO-Stuff 2017 JSON (category ids {ids[0]}..{ids[-1]}, expected 92..183 "
             "with 'other'); pass stuff_train2017.json / stuff_val2017.json"
         )
 
@@ -228,7 +228,9 @@ def _group(annotations: list[dict], image_ids: set, category_ids: set, path) -> 
     for ann in annotations:
         if ann["image_id"] in image_ids:
             if ann["category_id"] not in category_ids:
-                raise DatasetError(f"{path}: annotation {ann.get('id')} has category_id {ann['category_id']} not in its categories list")
+                raise DatasetError(
+                    f"{path}: annotation {ann.get('id')} has category_id {ann['category_id']} not in its categories list"
+                )
             by_image[ann["image_id"]].append(ann)
     return by_image
 
@@ -267,24 +269,23 @@ def build_coco_lvis(
     if not stuff_paths:
         raise DatasetError("no COCO-Stuff JSON given: pass stuff_train2017.json and/or stuff_val2017.json")
     lvis = _load_json(lvis_json, "LVIS", "lvis_v1_train.json")
-    stuffs = [_load_json(p, "COCO-Stuff", "stuff_train2017.json") for p in stuff_paths]
-    for path, stuff in zip(stuff_paths, stuffs):
-        _check_stuff_categories(path, stuff["categories"])
-    stuff_categories = stuffs[0]["categories"]
-    for path, stuff in zip(stuff_paths[1:], stuffs[1:]):
-        if sorted((c["id"], c["name"]) for c in stuff["categories"]) != sorted((c["id"], c["name"]) for c in stuff_categories):
-            raise DatasetError(f"{path} has other categories than {stuff_paths[0]}; pass COCO-Stuff 2017 JSONs of one release")
-
-    rows = merged_label_space(lvis["categories"], stuff_categories)
-    lut = stuff_lut(lvis["categories"], stuff_categories)
     images = lvis["images"]
     image_ids = {im["id"] for im in images}
     lvis_anns = _group(lvis["annotations"], image_ids, {c["id"] for c in lvis["categories"]}, lvis_json)
-    stuff_anns, stuff_image_ids = {}, set()
-    for path, stuff in zip(stuff_paths, stuffs):
+    stuff_anns, stuff_image_ids, stuff_categories = {}, set(), None
+    for path in stuff_paths:  # one at a time, keeping only the annotations of LVIS images
+        stuff = _load_json(path, "COCO-Stuff", "stuff_train2017.json")
+        _check_stuff_categories(path, stuff["categories"])
+        if stuff_categories is None:
+            stuff_categories = stuff["categories"]
+        elif sorted((c["id"], c["name"]) for c in stuff["categories"]) != sorted((c["id"], c["name"]) for c in stuff_categories):
+            raise DatasetError(f"{path} has other categories than {stuff_paths[0]}; pass COCO-Stuff 2017 JSONs of one release")
         stuff_image_ids |= {im["id"] for im in stuff["images"]} & image_ids
-        stuff_anns.update(_group(stuff["annotations"], image_ids, {c["id"] for c in stuff["categories"]}, path))
-    del lvis, stuffs
+        stuff_anns.update(_group(stuff["annotations"], image_ids, {c["id"] for c in stuff_categories}, path))
+        del stuff
+    rows = merged_label_space(lvis["categories"], stuff_categories)
+    lut = stuff_lut(lvis["categories"], stuff_categories)
+    del lvis
 
     out = Path(out_dir)
     (out / MASK_DIR).mkdir(parents=True, exist_ok=True)
@@ -301,7 +302,8 @@ def build_coco_lvis(
         mask_rel = f"{MASK_DIR}/{im['id']:012d}.png"
         entries.append((image_relpath(im), mask_rel, im["height"], im["width"]))
         if not (out / mask_rel).is_file():
-            tasks.append((str(out / mask_rel), im["height"], im["width"], lvis_anns.get(im["id"], []), stuff_anns.get(im["id"], []), lut))
+            anns = lvis_anns.get(im["id"], []), stuff_anns.get(im["id"], [])
+            tasks.append((str(out / mask_rel), im["height"], im["width"], *anns, lut))
 
     bar = tqdm(total=len(tasks), desc="coco-lvis masks", unit="img", disable=not progress)
     if workers == 0 or not tasks:
@@ -319,7 +321,8 @@ def build_coco_lvis(
     bar.close()
 
     header = f"# coco_root={Path(coco_root).resolve()}\n" if coco_root else ""
-    _write_text(out / INDEX_FILE, header + "image\tmask\theight\twidth\n" + "".join("\t".join(map(str, e)) + "\n" for e in entries))
+    rows_text = "".join("\t".join(map(str, e)) + "\n" for e in entries)
+    _write_text(out / INDEX_FILE, header + "image\tmask\theight\twidth\n" + rows_text)
     missing = None if coco_root is None else sum(not (Path(coco_root) / e[0]).is_file() for e in entries)
     return {
         "images": len(entries),

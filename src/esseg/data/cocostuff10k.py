@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from esseg.data._files import PairedFileDataset, check_pairs, describe_error, find_root, read_split_file
+from esseg.data._files import PairedFileDataset, check_pairs, find_root, read_split_file, unreadable
 from esseg.data.classes import cocostuff_space
 from esseg.errors import DatasetError
 
@@ -54,7 +54,7 @@ class COCOStuff10k(PairedFileDataset):
         try:
             mat = scipy.io.loadmat(path, variable_names=["S"])
         except Exception as err:
-            raise DatasetError(f"cannot read annotation {path} ({describe_error(err)}); re-download or re-extract it") from err
+            raise unreadable("annotation", path, err) from err
         if "S" not in mat:
             raise DatasetError(f"annotation {path} has no variable 'S'; expected a COCO-Stuff-10k .mat label map")
         raw = np.asarray(mat["S"])

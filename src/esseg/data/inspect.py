@@ -18,7 +18,9 @@ def _read_label(dataset, index: int, check_images: bool) -> np.ndarray:
     return np.asarray(dataset.load_label(index))
 
 
-def inspect_dataset(name: str, root, split: str, check_images: bool = False, progress: bool = False, **dataset_kwargs) -> dict:
+def inspect_dataset(
+    name: str, root, split: str, check_images: bool = False, progress: bool = False, **dataset_kwargs
+) -> dict:
     """Read every label of ``split`` and summarise it.
 
     Args:
@@ -86,16 +88,17 @@ def inspect_dataset(name: str, root, split: str, check_images: bool = False, pro
 def format_report(report: dict, top: int = 10) -> str:
     """Human-readable summary of :func:`inspect_dataset`'s report: the ``top`` classes by pixels."""
     r = report
-    labelled = r["pixels"] - r["ignored_pixels"]
+    labelled = max(r["pixels"] - r["ignored_pixels"], 1)
+    ignored = f"{100 * r['ignored_fraction']:.1f}% ignored (ignore_index={r['ignore_index']})"
     lines = [
         f"{r['dataset']} {r['split']} ({r['root']}): {r['num_samples']} samples, {r['num_invalid']} invalid",
-        f"pixels: {r['pixels']:,} total, {100 * r['ignored_fraction']:.1f}% ignored (ignore_index={r['ignore_index']}); "
-        f"{r['classes_present']}/{r['num_classes']} classes present",
+        f"pixels: {r['pixels']:,} total, {ignored}; {r['classes_present']}/{r['num_classes']} classes present",
     ]
     ranked = sorted((c for c in r["class_pixels"] if c["pixels"]), key=lambda c: -c["pixels"])[:top]
     if ranked:
         lines.append(f"top {len(ranked)} classes (share of labelled pixels):")
-        lines += [f"  {c['id']:>5}  {c['name']:<24} {100 * c['pixels'] / labelled:6.2f}%  {c['pixels']:,}" for c in ranked]
+        for c in ranked:
+            lines.append(f"  {c['id']:>5}  {c['name']:<24} {100 * c['pixels'] / labelled:6.2f}%  {c['pixels']:,}")
     missing = r["missing_classes"]
     if missing:
         more = f" ... (+{len(missing) - 20})" if len(missing) > 20 else ""

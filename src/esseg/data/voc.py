@@ -10,6 +10,7 @@ Layout (``root`` may be ``VOC2012/`` itself, ``VOCdevkit/`` or the directory abo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from esseg.data._files import PairedFileDataset, check_pairs, find_root, read_split_file
@@ -17,6 +18,7 @@ from esseg.data.classes import voc_space
 
 LAYOUT = "VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/{train,val}.txt}"
 SUBDIRS = ("VOC2012", "VOCdevkit/VOC2012")
+AUG_SPLITS = ("train", "trainaug")
 
 
 class VOC(PairedFileDataset):
@@ -35,29 +37,36 @@ class VOC(PairedFileDataset):
     def __init__(self, root, split: str = "train", transforms: Callable | None = None):
         super().__init__(root, split, transforms)
         base = find_root(root, self.name, "JPEGImages", LAYOUT, SUBDIRS)
-        split_file, label_dir = self._split_and_labels(base, split)
+        split_file = base / "ImageSets" / "Segmentation" / f"{self._list_name(split)}.txt"
         ids = read_split_file(split_file, self.name)
-        self.samples = [(base / "JPEGImages" / f"{i}.jpg", label_dir / f"{i}.png") for i in ids]
+        self.samples = [(base / "JPEGImages" / f"{i}.jpg", self._label_path(base, split, i)) for i in ids]
         check_pairs(self.samples, self.name, split_file)
         self.use_label_space(voc_space())
 
-    def _split_and_labels(self, base, split):
-        return base / "ImageSets" / "Segmentation" / f"{split}.txt", base / "SegmentationClass"
+    def _list_name(self, split: str) -> str:
+        return split
+
+    def _label_path(self, base: Path, split: str, sample_id: str) -> Path:
+        return base / "SegmentationClass" / f"{sample_id}.png"
 
 
 class VOCAug(VOC):
     """VOC 2012 with the SBD-augmented training set (10,582 images).
 
-    ``split="train"`` (or ``"trainaug"``) reads ``ImageSets/Segmentation/trainaug.txt`` (or
-    mmseg's ``aug.txt``) with masks from ``SegmentationClassAug/``; any other split (``"val"``)
+    ``split="train"`` (or ``"trainaug"``) reads ``ImageSets/Segmentation/trainaug.txt`` with
+    masks from ``SegmentationClassAug/``, falling back to ``SegmentationClass/`` for ids that
+    only VOC annotates (mmseg's converter writes SBD masks only); any other split (``"val"``)
     is plain VOC. Args as :class:`VOC`.
     """
 
     name = "VOCAug"
 
-    def _split_and_labels(self, base, split):
-        if split not in ("train", "trainaug"):
-            return super()._split_and_labels(base, split)
-        lists = base / "ImageSets" / "Segmentation"
-        split_file = next((p for p in (lists / "trainaug.txt", lists / "aug.txt") if p.is_file()), lists / "trainaug.txt")
-        return split_file, base / "SegmentationClassAug"
+    def _list_name(self, split: str) -> str:
+        return "trainaug" if split in AUG_SPLITS else split
+
+    def _label_path(self, base: Path, split: str, sample_id: str) -> Path:
+        voc = super()._label_path(base, split, sample_id)
+        aug = base / "SegmentationClassAug" / f"{sample_id}.png"
+        if split in AUG_SPLITS and (aug.is_file() or not voc.is_file()):
+            return aug
+        return voc

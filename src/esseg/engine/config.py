@@ -3,12 +3,12 @@
 A config has five sections; every key has a default, so an empty config trains ESS on the
 built-in ``glyph_scenes`` dataset::
 
-    data:   dataset, root, options (extra dataset kwargs), train_split, val_split, crop_size,
+    data:   dataset, root, options (extra dataset kwargs), val_options, train_split, val_split, crop_size,
             scale_range, flip, color_jitter, val_mode, num_workers
     model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, output_stride
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
-            class_embedding_poly_power, backbone_bn_momentum
+            class_embedding_poly_power, class_embedding_weight_decay, backbone_bn_momentum
     train:  iters, batch_size, accum_steps, amp, sync_bn, device, seed, out_dir, resume,
             stop_at, eval_every, save_every, log_every, eval_batch_size, num_vis, tensorboard
 
@@ -34,6 +34,7 @@ class DataConfig:
     dataset: str = "glyph_scenes"
     root: Optional[str] = None
     options: dict = field(default_factory=dict)  # extra keyword arguments of the dataset class
+    val_options: dict = field(default_factory=dict)  # ... that differ for the validation split
     train_split: str = "train"
     val_split: str = "val"
     # None: no resizing/cropping/augmentation (the dataset's own tensors, e.g. glyph scenes);
@@ -75,6 +76,7 @@ class OptimConfig:
     poly_power: float = 0.9
     class_embedding_momentum: float = 0.95
     class_embedding_poly_power: float = 0.95
+    class_embedding_weight_decay: float = 0.0
     backbone_bn_momentum: float = 0.01
 
 
@@ -208,13 +210,15 @@ def config_from_dict(d: dict | None) -> Config:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from the defaults), apply ``key=value`` overrides, validate.
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, updates: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (or start from the defaults), apply overrides, validate.
 
     Args:
         path: YAML file, or ``None`` for the built-in defaults.
         overrides: strings ``"section.key=value"``; ``value`` is parsed as YAML
             (``loss.k=8``, ``data.crop_size=[64,64]``, ``model.encoder_weights=null``).
+        updates: ``{"section.key": value}`` applied last (the CLI's dedicated flags);
+            ``None`` values are skipped.
     """
     d: dict = {}
     if path is not None:
@@ -227,26 +231,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path} must hold a mapping of sections ({', '.join(_SECTION_CLASSES)})")
-    for item in overrides or []:
-        set_key(d, item)
+    apply_overrides(d, overrides, updates)
     return config_from_dict(d)
 
 
-def set_key(d: dict, item: str) -> None:
-    """Apply one ``"section.key=value"`` override to the nested dict ``d`` in place."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. loss.k=8)")
-    key, _, raw = item.partition("=")
-    key = key.strip()
-    if key.count(".") != 1:
-        raise ConfigError(f"override key {key!r} must be section.key; valid keys: {', '.join(valid_keys())}")
-    section, name = key.split(".")
-    if section not in _SECTION_CLASSES or name not in {f.name for f in dataclasses.fields(_SECTION_CLASSES[section])}:
-        raise ConfigError(f"unknown config key {key}; valid keys: {', '.join(valid_keys())}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+def apply_overrides(d: dict, overrides: list[str] | None = None, updates: dict[str, Any] | None = None) -> dict:
+    """Apply ``"section.key=value"`` strings, then ``{"section.key": value}`` updates, to ``d`` in place."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. loss.k=8)")
+        key, _, raw = item.partition("=")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        set_value(d, key.strip(), value)
+    for key, value in (updates or {}).items():
+        if value is not None:
+            set_value(d, key, value)
+    return d
+
+
+def set_value(d: dict, key: str, value: Any) -> None:
+    """Set ``d[section][name] = value`` for ``key = "section.name"``; unknown keys list the valid ones."""
+    section, _, name = key.partition(".")
+    cls = _SECTION_CLASSES.get(section)
+    if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
     if not isinstance(d.get(section), dict):
         d[section] = {}
     d[section][name] = value
@@ -291,5 +302,5 @@ def crop_hw(crop_size: int | list[int] | None) -> tuple[int, int] | None:
 
 __all__ = [
     "Config", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
-    "config_from_dict", "crop_hw", "load_config", "set_key", "valid_keys", "validate",
+    "apply_overrides", "config_from_dict", "crop_hw", "load_config", "set_value", "valid_keys", "validate",
 ]

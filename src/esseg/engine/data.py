@@ -26,10 +26,11 @@ from esseg.errors import ConfigError, DatasetError
 def build_split(cfg: Config, split: str, train: bool):
     """The dataset ``cfg.data.dataset`` for ``split`` with the train or validation transforms."""
     d = cfg.data
+    options = d.options if train else {**d.options, **d.val_options}
     try:
-        dataset = build_dataset(d.dataset, root=d.root, split=split, transforms=None, **d.options)
+        dataset = build_dataset(d.dataset, root=d.root, split=split, transforms=None, **options)
     except TypeError as err:
-        raise ConfigError(f"data.options {d.options} not accepted by dataset {d.dataset!r}: {err}") from None
+        raise ConfigError(f"data.options {options} not accepted by dataset {d.dataset!r}: {err}") from None
     if d.crop_size is not None:
         from esseg.data.transforms import build_transforms
 

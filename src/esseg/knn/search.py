@@ -14,8 +14,11 @@ from typing import Callable
 
 import torch
 
-# Elements of one (rows x C) distance block; bounds the search's peak memory (16 MiB in fp32).
-DEFAULT_BLOCK_ELEMENTS = 1 << 22
+# Tile of the (queries x database) distance matrix computed at once (16 MiB in fp32), so peak
+# memory does not grow with N or C; and the width of the groups whose minima prefilter top-k.
+TILE_ROWS = 256
+TILE_COLS = 16384
+GROUP = 16
 
 
 def _check(queries: torch.Tensor, database: torch.Tensor, k: int) -> None:
@@ -33,9 +36,20 @@ def _check(queries: torch.Tensor, database: torch.Tensor, k: int) -> None:
         raise ValueError(f"k={k} must be in [1, C] with C={database.shape[0]} database vectors; lower k")
 
 
-def _sq_dists_block(q: torch.Tensor, q_sq: torch.Tensor, db: torch.Tensor, db_sq: torch.Tensor) -> torch.Tensor:
-    # ||q||^2 + ||mu||^2 - 2 q.mu, clamped at 0 against rounding.
-    return torch.addmm(db_sq.unsqueeze(0), q, db.t(), alpha=-2.0).add_(q_sq.unsqueeze(1)).clamp_(min=0)
+def _tile_topk(d2: torch.Tensor, k: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k smallest per row of a (R, W) tile whose W is a multiple of ``group``.
+
+    The k smallest values lie in the k groups with the smallest minima, so ``topk`` runs over
+    W/group group minima and then over k*group candidates instead of over all W columns.
+    """
+    r, w = d2.shape
+    groups = w // group
+    if groups <= k:
+        return torch.topk(d2, min(k, w), dim=1, largest=False, sorted=True)
+    _, best = torch.topk(d2.view(r, groups, group).amin(2), k, dim=1, largest=False, sorted=False)
+    cand = (best.unsqueeze(2) * group + torch.arange(group, device=d2.device)).view(r, -1)
+    v, j = torch.topk(d2.gather(1, cand), k, dim=1, largest=False, sorted=True)
+    return v, cand.gather(1, j)
 
 
 @torch.no_grad()
@@ -43,27 +57,47 @@ def torch_exact_search(
     queries: torch.Tensor,
     database: torch.Tensor,
     k: int,
-    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    tile_rows: int = TILE_ROWS,
+    tile_cols: int = TILE_COLS,
+    group: int = GROUP,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact search in plain torch, in blocks of queries so no (N x C) matrix is ever built.
+    """Exact search in plain torch over (tile_rows x tile_cols) tiles of the distance matrix.
+
+    Each tile is one ``addmm`` (``||mu||^2 - 2 q.mu``) followed by an exact grouped top-k
+    (minima of ``group``-wide column groups select the candidate groups); per-tile results of
+    a row block are merged by one more ``topk``. No (N x C) matrix is ever built.
 
     Args:
         queries: (N, d). database: (C, d). k: neighbours per query, 1 <= k <= C.
-        block_elements: max elements of one (rows x C) distance block.
+        tile_rows, tile_cols: tile shape (peak extra memory ~ tile_rows * tile_cols floats).
+        group: column group width of the top-k prefilter (1 disables it).
 
     Returns:
         ``(sq_dists, indices)``, both (N, k); distances ascending, indices int64.
     """
     _check(queries, database, k)
     n, c = queries.shape[0], database.shape[0]
-    db_sq = database.pow(2).sum(1)
-    rows = max(1, block_elements // max(c, 1))
+    tile_cols = max(group, tile_cols // group * group)
+    pad = -c % group  # pad with unreachable vectors (||mu||^2 = inf) to whole groups
+    db = torch.cat([database, database.new_zeros(pad, database.shape[1])]) if pad else database
+    db_sq = torch.cat([database.pow(2).sum(1), database.new_full((pad,), float("inf"))])
     dists = queries.new_empty((n, k))
     idx = torch.empty((n, k), dtype=torch.long, device=queries.device)
-    for s in range(0, n, rows):
-        q = queries[s : s + rows]
-        d2 = _sq_dists_block(q, q.pow(2).sum(1), database, db_sq)
-        dists[s : s + rows], idx[s : s + rows] = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+    for s in range(0, n, tile_rows):
+        q = queries[s : s + tile_rows]
+        vals, ids = [], []
+        for t in range(0, db.shape[0], tile_cols):
+            d2 = torch.addmm(db_sq[t : t + tile_cols].unsqueeze(0), q, db[t : t + tile_cols].t(), alpha=-2.0)
+            v, i = _tile_topk(d2, k, group)
+            vals.append(v)
+            ids.append(i + t)
+        if len(vals) > 1:
+            v, j = torch.topk(torch.cat(vals, 1), k, dim=1, largest=False, sorted=True)
+            i = torch.cat(ids, 1).gather(1, j)
+        else:
+            v, i = vals[0], ids[0]
+        dists[s : s + tile_rows] = v.add_(q.pow(2).sum(1, keepdim=True)).clamp_(min=0)
+        idx[s : s + tile_rows] = i
     return dists, idx
 
 

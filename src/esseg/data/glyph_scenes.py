@@ -1,0 +1,476 @@
+"""``glyph_scenes``: a procedural segmentation dataset with 10 to 10,000+ classes, no download.
+
+A scene is an S x S image: a background of 1-3 "stuff" regions, each a procedural texture
+(clouds, bricks, waves, ...: they differ in pattern, not only colour, and are all muted), and
+2-5 foreground "thing" objects painted over it, later ones occluding earlier ones. A thing
+is a font glyph (``esseg.data._glyphs``) at random scale, position and a small rotation,
+filled with a two-tone pattern in a saturated colour.
+
+A thing class is a triple (shape, fill pattern, colour family), so classes share factors the
+way real classes share parts. Colour (12 families) and pattern (10) are local cues a small
+CNN learns in minutes; shape is the hard, global cue. Classes are enumerated so that the
+(colour, pattern) combinations are used up before two classes have to share one, and
+``difficulty`` sets how many combinations are in use at all: at 0 all 120 are, so up to 120
+thing classes never need their shape to be told apart and C=5000 puts ~42 classes on each
+combination; at 1 every class has the same colour and pattern and only its shape tells it
+apart. Labels are hard: a pixel belongs to the top-most object whose anti-aliased alpha is
+>= 0.5 there, else to the stuff region under it. No pixel is ignored.
+
+Class frequencies: thing classes are drawn with probability proportional to
+``rank ** -zipf`` (rank 1, 2, ... over a fixed pseudo-random order of the thing classes, so
+frequency is independent of how hard a class is; ``zipf=0`` is uniform); stuff classes are
+drawn uniformly. Every sample is a pure function of ``(seed, split, index)``; the splits use
+different random streams.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from esseg.data import _glyphs
+from esseg.data.base import SegmentationDataset, default_ignore_index
+from esseg.errors import DatasetError
+
+# Saturated hue families (name, RGB); things only. Stuff colours are muted (saturation < 0.35).
+COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (225, 25, 30)),
+    ("orange", (250, 135, 0)),
+    ("yellow", (245, 225, 0)),
+    ("lime", (150, 230, 20)),
+    ("green", (10, 150, 40)),
+    ("teal", (0, 170, 150)),
+    ("cyan", (0, 215, 250)),
+    ("blue", (30, 70, 235)),
+    ("violet", (125, 40, 215)),
+    ("magenta", (230, 0, 210)),
+    ("pink", (255, 130, 180)),
+    ("brown", (140, 75, 20)),
+)
+PATTERNS: tuple[str, ...] = (
+    "solid",
+    "h-striped",
+    "v-striped",
+    "diagonal /",
+    "diagonal \\",
+    "checkered",
+    "dotted",
+    "grid",
+    "ringed",
+    "zigzag",
+)
+NUM_COMBOS = len(COLOURS) * len(PATTERNS)
+SPLITS = {"train": 0, "val": 1, "test": 2}
+DEFAULT_LENGTH = {"train": 10_000, "val": 500, "test": 500}
+MAX_STUFF = 12
+MIN_HEAD_SHAPES = 12  # small class sets still cycle through this many shapes
+SCALE_RANGE = (0.25, 0.625)  # glyph's longer side / S (16-40 px at S=64)
+MAX_ROTATION = 15.0  # degrees
+_FREQ_ORDER_SEED = 20240917  # fixed: the frequency order of thing classes is not a dataset seed
+
+
+@dataclass(frozen=True)
+class ThingClass:
+    shape: _glyphs.Glyph
+    pattern: int
+    colour: int
+
+    @property
+    def name(self) -> str:
+        return f"glyph {self.shape.name}, {PATTERNS[self.pattern]}, {COLOURS[self.colour][0]}"
+
+
+@dataclass(frozen=True)
+class PlacedObject:
+    """One thing in a scene: class id, centre (x, y) px, longer side px, rotation degrees,
+    and the per-instance fill parameters (RGB colour, pattern phase)."""
+
+    class_id: int
+    center: tuple[float, float]
+    size: float
+    angle: float
+    rgb: tuple[float, float, float]
+    phase: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything random about one scene; rendering it is deterministic."""
+
+    stuff: tuple[int, ...]  # stuff class ids of the background regions
+    sites: np.ndarray  # (len(stuff), 2) Voronoi sites in px
+    objects: tuple[PlacedObject, ...]
+    texture_seed: int
+
+
+# ----------------------------------------------------------------------------- stuff textures
+
+
+def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Smooth value noise in [0, 1]: a cells x cells random grid upsampled bicubically."""
+    grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
+    up = Image.fromarray(grid, mode="F").resize((size, size), Image.BICUBIC)
+    return np.clip(np.asarray(up), 0.0, 1.0)
+
+
+def _stuff_clouds(rng, x, y, s):
+    return 0.6 * _noise(rng, s, 3) + 0.4 * _noise(rng, s, 7)
+
+
+def _stuff_bricks(rng, x, y, s):
+    bh = s / rng.uniform(7, 9)
+    bw = 2.2 * bh
+    row = np.floor(y / bh)
+    xs = x + (row % 2) * bw / 2
+    mortar = (np.mod(y, bh) < 1.6) | (np.mod(xs, bw) < 1.6)
+    return np.where(mortar, 1.0, 0.15 * rng.random()).astype(np.float32)
+
+
+def _stuff_waves(rng, x, y, s):
+    period = s / rng.uniform(4, 6)
+    return 0.5 + 0.5 * np.sin(2 * np.pi * (y + 0.12 * s * np.sin(2 * np.pi * x / (0.5 * s))) / period)
+
+
+def _stuff_gravel(rng, x, y, s):
+    return rng.random((s, s)).astype(np.float32) ** 2
+
+
+def _stuff_tiles(rng, x, y, s):
+    cell = s / rng.uniform(3, 4.5)
+    return ((np.floor(x / cell) + np.floor(y / cell)) % 2).astype(np.float32)
+
+
+def _stuff_grass(rng, x, y, s):
+    blades = np.repeat(rng.random((1, s)).astype(np.float32), s, axis=0)
+    return 0.7 * blades + 0.3 * _noise(rng, s, 4)
+
+
+def _stuff_plaid(rng, x, y, s):
+    p = s / rng.uniform(2.5, 3.5)
+    bands = lambda t: (np.mod(t, p) < 0.3 * p).astype(np.float32) + 0.5 * (np.mod(t + 0.5 * p, p) < 0.1 * p)
+    return np.clip(0.5 * bands(x) + 0.5 * bands(y), 0, 1)
+
+
+def _stuff_wood(rng, x, y, s):
+    cx, cy = rng.uniform(-s, 2 * s, size=2)
+    r = np.hypot(x - cx, (y - cy) * 0.3) + 0.15 * s * _noise(rng, s, 3)
+    return 0.5 + 0.5 * np.sin(2 * np.pi * r / (s / 9))
+
+
+def _stuff_chevron(rng, x, y, s):
+    p = s / rng.uniform(4, 6)
+    tri = np.abs(np.mod(x, p) - p / 2)
+    return (np.mod(y + tri, p) < p / 2).astype(np.float32)
+
+
+def _stuff_honeycomb(rng, x, y, s):
+    k = 2 * np.pi / (s / rng.uniform(5, 7))
+    v = sum(np.cos(k * (x * math.cos(a) + y * math.sin(a))) for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3))
+    return ((v + 1.5) / 4.5 > 0.55).astype(np.float32)
+
+
+def _stuff_crosshatch(rng, x, y, s):
+    p = s / rng.uniform(6, 8)
+    return ((np.mod(x + y, p) < 1.3) | (np.mod(x - y, p) < 1.3)).astype(np.float32)
+
+
+def _stuff_marble(rng, x, y, s):
+    turb = _noise(rng, s, 4)
+    return np.abs(np.sin(2 * np.pi * ((x + y) / (0.5 * s) + 2.0 * turb))) ** 0.5
+
+
+# name, texture, dark tone, light tone (muted: things are saturated, stuff is not)
+STUFF: tuple[tuple[str, Callable, tuple[int, int, int], tuple[int, int, int]], ...] = (
+    ("clouds-grey", _stuff_clouds, (95, 100, 110), (200, 205, 210)),
+    ("bricks-tan", _stuff_bricks, (150, 110, 80), (215, 205, 185)),
+    ("waves-sage", _stuff_waves, (105, 130, 105), (185, 205, 180)),
+    ("gravel-slate", _stuff_gravel, (80, 85, 100), (170, 175, 185)),
+    ("tiles-cream", _stuff_tiles, (190, 180, 150), (240, 235, 220)),
+    ("grass-olive", _stuff_grass, (85, 95, 55), (160, 170, 115)),
+    ("plaid-mauve", _stuff_plaid, (120, 95, 120), (200, 180, 200)),
+    ("wood-umber", _stuff_wood, (110, 85, 65), (175, 145, 115)),
+    ("chevron-steel", _stuff_chevron, (95, 115, 125), (175, 190, 200)),
+    ("honeycomb-ochre", _stuff_honeycomb, (165, 145, 95), (220, 205, 165)),
+    ("crosshatch-khaki", _stuff_crosshatch, (135, 130, 100), (215, 210, 185)),
+    ("marble-white", _stuff_marble, (170, 170, 175), (245, 245, 245)),
+)
+
+
+# ------------------------------------------------------------------------------ thing fills
+
+
+def _fill_pattern(pattern: int, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    """Boolean map: True where the second (dark) tone goes, in object coordinates (u, v)."""
+    half = period / 2
+    name = PATTERNS[pattern]
+    if name == "solid":
+        return np.zeros(u.shape, bool)
+    if name == "h-striped":
+        return np.mod(v, period) < half
+    if name == "v-striped":
+        return np.mod(u, period) < half
+    if name == "diagonal /":
+        return np.mod((u + v) * 0.7071, period) < half
+    if name == "diagonal \\":
+        return np.mod((u - v) * 0.7071, period) < half
+    if name == "checkered":
+        cell = 0.75 * period
+        return (np.floor(u / cell) + np.floor(v / cell)) % 2 == 1
+    if name == "dotted":
+        du, dv = np.mod(u, period) - half, np.mod(v, period) - half
+        return du * du + dv * dv < (0.33 * period) ** 2
+    if name == "grid":
+        w = max(1.2, 0.3 * period)
+        return (np.mod(u, period) < w) | (np.mod(v, period) < w)
+    if name == "ringed":
+        return np.mod(np.hypot(u, v), period) < half
+    if name == "zigzag":
+        tri = np.abs(np.mod(u, 2 * period) - period)
+        return np.mod(v + tri, period) < half
+    raise AssertionError(name)
+
+
+def _thing_rgb(colour: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    r, g, b = (c / 255.0 for c in COLOURS[colour][1])
+    h, s, v = colorsys.rgb_to_hsv(r, g, b)
+    h = (h + rng.uniform(-0.012, 0.012)) % 1.0
+    s = s * rng.uniform(0.85, 1.0)
+    v = v * rng.uniform(0.8, 1.0)
+    return tuple(255.0 * c for c in colorsys.hsv_to_rgb(h, s, v))
+
+
+# ---------------------------------------------------------------------------- the dataset
+
+
+def thing_classes(num_things: int, difficulty: float) -> list[ThingClass]:
+    """The thing classes for a class set: (shape, pattern, colour) triples, easiest first.
+
+    Combination ``j`` (of ``NUM_COMBOS``) is colour ``j % 12`` with pattern
+    ``(j // 12 + j % 12) % 10`` (so the first 12 differ in colour and pattern). Only the first
+    ``round(NUM_COMBOS ** (1 - difficulty))`` combinations are used; thing ``t`` gets
+    combination ``t % n_combos`` and shape ``(t // n_combos + t % n_combos) % n_shapes``, which
+    gives classes that share a combination different shapes.
+    """
+    if not 0.0 <= difficulty <= 1.0:
+        raise DatasetError(f"difficulty must be in [0, 1]; got {difficulty}")
+    n_combos = max(1, min(NUM_COMBOS, round(NUM_COMBOS ** (1.0 - difficulty))))
+    n_shapes = max(math.ceil(num_things / n_combos), min(MIN_HEAD_SHAPES, num_things))
+    try:
+        shapes = _glyphs.shapes(n_shapes)
+    except ValueError as err:
+        raise DatasetError(f"{err}: lower difficulty={difficulty} or num_classes") from None
+    out = []
+    for t in range(num_things):
+        j = t % n_combos
+        colour, pattern = j % len(COLOURS), (j // len(COLOURS) + j % len(COLOURS)) % len(PATTERNS)
+        out.append(ThingClass(shapes[(t // n_combos + j) % n_shapes], pattern, colour))
+    return out
+
+
+class GlyphScenes(SegmentationDataset):
+    """Synthetic many-class scenes: textured stuff background, glyph-shaped patterned things.
+
+    Args:
+        root: ignored (nothing is read from disk); accepted for the registry signature.
+        split: ``"train"``, ``"val"`` or ``"test"``: disjoint random streams.
+        transforms: paired transform ``(pil_image, label) -> (image, label)``; ``None`` only
+            converts to tensors and normalises with the ImageNet mean/std.
+        num_classes: total classes C, stuff included (>= 3; up to ~14,000 thing classes at
+            ``difficulty=1``, ~1.7 million at 0).
+        size: scene side S in pixels.
+        length: number of samples; default 10,000 for train, 500 for val/test.
+        seed: dataset seed; sample ``i`` of split ``s`` depends only on ``(seed, s, i)``.
+        zipf: Zipf exponent of thing-class frequencies (1.0 ~ LVIS-like long tail, 0 uniform).
+        difficulty: in [0, 1]; how many thing classes share one (colour, pattern) combination
+            and must be told apart by shape alone: 0 uses all 120 combinations, 1 only one.
+        num_stuff: number of stuff (background texture) classes; default
+            ``min(12, max(2, C // 4))``.
+        num_objects: (min, max) things per scene, inclusive.
+
+    Shapes:
+        ``__getitem__`` -> image (3, S, S) float32, label (S, S) int64 in ``[0, C)``.
+    """
+
+    def __init__(
+        self,
+        root=None,
+        split: str = "train",
+        transforms=None,
+        num_classes: int = 200,
+        size: int = 64,
+        length: int | None = None,
+        seed: int = 0,
+        zipf: float = 1.0,
+        difficulty: float = 0.0,
+        num_stuff: int | None = None,
+        num_objects: tuple[int, int] = (2, 5),
+    ):
+        super().__init__(root, split, transforms)
+        if split not in SPLITS:
+            raise DatasetError(f"unknown glyph_scenes split {split!r}; use one of {', '.join(SPLITS)}")
+        if num_stuff is None:
+            num_stuff = min(MAX_STUFF, max(2, num_classes // 4))
+        if not 1 <= num_stuff <= len(STUFF):
+            raise DatasetError(f"num_stuff must be in [1, {len(STUFF)}]; got {num_stuff}")
+        if num_classes < num_stuff + 1:
+            raise DatasetError(f"num_classes={num_classes} leaves no thing classes next to num_stuff={num_stuff}")
+        if size < 16:
+            raise DatasetError(f"size must be >= 16 px; got {size}")
+        if zipf < 0:
+            raise DatasetError(f"zipf must be >= 0 (0 = uniform); got {zipf}")
+        lo, hi = num_objects
+        if not 0 <= lo <= hi:
+            raise DatasetError(f"num_objects must be (min, max) with 0 <= min <= max; got {num_objects}")
+        self.size = int(size)
+        self.seed = int(seed)
+        self.zipf = float(zipf)
+        self.difficulty = float(difficulty)
+        self.num_stuff = int(num_stuff)
+        self.num_objects = (int(lo), int(hi))
+        self.length = DEFAULT_LENGTH[split] if length is None else int(length)
+
+        self.things = thing_classes(num_classes - num_stuff, self.difficulty)
+        self.classes = tuple(f"stuff: {STUFF[i][0]}" for i in range(num_stuff)) + tuple(t.name for t in self.things)
+        self.ignore_index = default_ignore_index(num_classes)
+        self.palette = self._make_palette()
+
+        n = len(self.things)
+        rank = np.random.default_rng(_FREQ_ORDER_SEED).permutation(n)  # rank[t]: 0 = most frequent
+        weights = (rank + 1.0) ** -self.zipf
+        self.thing_probabilities = weights / weights.sum()
+        self._thing_cdf = np.cumsum(self.thing_probabilities)
+        self.class_frequencies = self._expected_pixel_shares()
+        self._grid_cache: dict = {}
+
+    # ---- class set ---------------------------------------------------------------------
+
+    def _make_palette(self) -> np.ndarray:
+        pal = [np.add(STUFF[i][2], STUFF[i][3]) / 2 for i in range(self.num_stuff)]
+        for t, cls in enumerate(self.things):
+            base = np.array(COLOURS[cls.colour][1], np.float64)
+            shade = 1.0 - 0.5 * cls.pattern / (len(PATTERNS) - 1)
+            jitter = np.random.default_rng(t).uniform(-30, 30, 3)
+            pal.append(base * shade + jitter)
+        return np.clip(np.round(pal), 0, 255).astype(np.uint8)
+
+    def _expected_pixel_shares(self) -> np.ndarray:
+        """Approximate expected share of pixels per class (Poisson coverage, no occlusion order)."""
+        fills = np.array([c.shape.fill for c in self.things])
+        lo, hi = SCALE_RANGE
+        mean_sq_side = (hi**3 - lo**3) / (3 * (hi - lo))  # E[L^2] / S^2 for L ~ U(lo, hi) * S
+        mean_objects = sum(self.num_objects) / 2
+        coverage = 1.0 - math.exp(-mean_objects * mean_sq_side * float(fills @ self.thing_probabilities))
+        thing = self.thing_probabilities * fills
+        thing = coverage * thing / thing.sum()
+        stuff = np.full(self.num_stuff, (1.0 - coverage) / self.num_stuff)
+        return np.concatenate([stuff, thing])
+
+    # ---- sampling ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample_name(self, index: int) -> str:
+        return f"glyph_{self.split}_{index:06d}"
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, SPLITS[self.split], int(index)])
+
+    def layout(self, index: int) -> Layout:
+        """The random content of sample ``index`` (classes, placements, colours) without pixels."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for glyph_scenes {self.split} of length {self.length}")
+        rng = self._rng(index)
+        s = self.size
+        k = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+        stuff = tuple(int(c) for c in rng.choice(self.num_stuff, size=min(k, self.num_stuff), replace=False))
+        sites = rng.uniform(0, s, size=(len(stuff), 2))
+        objects = []
+        for _ in range(int(rng.integers(self.num_objects[0], self.num_objects[1] + 1))):
+            t = int(np.searchsorted(self._thing_cdf, rng.random() * self._thing_cdf[-1], side="right"))
+            t = min(t, len(self.things) - 1)
+            side = rng.uniform(*SCALE_RANGE) * s
+            margin = 0.3 * side
+            center = (float(rng.uniform(margin, s - margin)), float(rng.uniform(margin, s - margin)))
+            objects.append(
+                PlacedObject(
+                    class_id=self.num_stuff + t,
+                    center=center,
+                    size=float(side),
+                    angle=float(rng.uniform(-MAX_ROTATION, MAX_ROTATION)),
+                    rgb=_thing_rgb(self.things[t].colour, rng),
+                    phase=(float(rng.uniform(0, 64)), float(rng.uniform(0, 64))),
+                )
+            )
+        return Layout(stuff, sites, tuple(objects), int(rng.integers(2**31)))
+
+    # ---- rendering ---------------------------------------------------------------------
+
+    def _grid(self) -> tuple[np.ndarray, np.ndarray]:
+        if "xy" not in self._grid_cache:
+            y, x = np.mgrid[0 : self.size, 0 : self.size].astype(np.float32) + 0.5
+            self._grid_cache["xy"] = (x, y)
+        return self._grid_cache["xy"]
+
+    def render(self, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels of a layout: (S, S, 3) uint8 image and (S, S) int64 label."""
+        s = self.size
+        x, y = self._grid()
+        rng = np.random.default_rng(layout.texture_seed)
+        # background: Voronoi regions of the sites with wobbly borders, one texture each
+        wobble = 0.25 * s * (_noise(rng, s, 3) - 0.5)
+        dist = np.stack([np.hypot(x - sx, y - sy) + wobble * (i % 2 * 2 - 1) for i, (sx, sy) in enumerate(layout.sites)])
+        region = np.argmin(dist, axis=0)
+        image = np.empty((s, s, 3), np.float32)
+        label = np.empty((s, s), np.int64)
+        for i, c in enumerate(layout.stuff):
+            _, texture, dark, light = STUFF[c]
+            t = texture(rng, x, y, s)[..., None]
+            jitter = rng.uniform(0.9, 1.1)
+            rgb = (np.asarray(dark, np.float32) * (1 - t) + np.asarray(light, np.float32) * t) * jitter
+            m = region == i
+            image[m] = rgb[m]
+            label[m] = c
+        # things, back to front
+        res = self._mask_res()
+        period = max(4.0, s / 12.0)
+        for obj in layout.objects:
+            cls = self.things[obj.class_id - self.num_stuff]
+            alpha = self._place(cls.shape, res, obj)
+            if alpha is None:
+                continue
+            theta = math.radians(obj.angle)
+            dx, dy = x - obj.center[0], y - obj.center[1]
+            u = math.cos(theta) * dx + math.sin(theta) * dy + obj.phase[0]
+            v = -math.sin(theta) * dx + math.cos(theta) * dy + obj.phase[1]
+            dark = _fill_pattern(cls.pattern, u, v, period)
+            rgb = np.asarray(obj.rgb, np.float32)
+            fill = np.where(dark[..., None], 0.3 * rgb, rgb)
+            a = alpha[..., None]
+            image = image * (1 - a) + fill * a
+            label[alpha >= 0.5] = obj.class_id
+        return np.clip(image + 0.5, 0, 255).astype(np.uint8), label
+
+    def _mask_res(self) -> int:
+        return int(16 * math.ceil(SCALE_RANGE[1] * self.size / 16))
+
+    def _place(self, shape: _glyphs.Glyph, res: int, obj: PlacedObject) -> np.ndarray | None:
+        """The glyph's alpha (S, S) float32 in [0, 1], scaled, rotated and moved to the object."""
+        mask = _glyphs.mask(shape, res)
+        scale = obj.size / res  # output px per mask px
+        theta = math.radians(obj.angle)
+        c, sn = math.cos(theta) / scale, math.sin(theta) / scale
+        cx, cy = obj.center
+        # output (x, y) -> mask (c*(x-cx) + sn*(y-cy) + res/2, -sn*(x-cx) + c*(y-cy) + res/2)
+        coeffs = (c, sn, res / 2 - c * cx - sn * cy, -sn, c, res / 2 + sn * cx - c * cy)
+        out = Image.fromarray(mask).transform((self.size, self.size), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+        return np.asarray(out, np.float32) / 255.0
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        image, label = self.render(self.layout(index))
+        return Image.fromarray(image, mode="RGB"), label

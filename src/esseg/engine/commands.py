@@ -1,0 +1,180 @@
+"""``esseg train | eval | predict | demo``: argument parsing only; the work is in the engine modules."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from esseg.engine.config import Config, load_config, valid_keys
+
+# train/demo flags and the config keys they set (they win over --config and --set)
+TRAIN_FLAGS = {
+    "dataset": "data.dataset",
+    "data_root": "data.root",
+    "method": "model.method",
+    "arch": "model.arch",
+    "encoder": "model.encoder",
+    "iters": "train.iters",
+    "batch_size": "train.batch_size",
+    "crop_size": "data.crop_size",
+    "device": "train.device",
+    "out": "train.out_dir",
+    "resume": "train.resume",
+    "seed": "train.seed",
+}
+
+
+def _add_config_args(p: argparse.ArgumentParser, config_help: str) -> None:
+    """--config, --set and the TRAIN_FLAGS shortcuts (shared by train and demo)."""
+    p.add_argument("--config", metavar="FILE", help=config_help)
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                   help="override config keys (values are YAML), e.g. --set loss.k=8 'data.options={num_classes: 20}'; "
+                        "the valid keys are listed at the end of `esseg train --help`")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device (default auto: cuda if available)")
+    p.add_argument("--out", metavar="DIR", help="train.out_dir: run folder for checkpoints, logs and metrics")
+    p.add_argument("--iters", type=int, metavar="N", help="train.iters: total training iterations")
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--dataset", help="data.dataset (e.g. glyph_scenes, cityscapes, ade20k)")
+    p.add_argument("--data-root", metavar="DIR", help="data.root: dataset folder")
+    p.add_argument("--method", choices=["ess", "baseline"], help="model.method")
+    p.add_argument("--arch", help="model.arch (e.g. deeplabv3plus)")
+    p.add_argument("--encoder", help="model.encoder (e.g. mobilenet_v2, resnet50)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="train.batch_size (per process)")
+    p.add_argument("--crop-size", type=int, metavar="S", help="data.crop_size (square S x S training crops)")
+    p.add_argument("--resume", metavar="PATH|auto", help="train.resume: a checkpoint, or auto for <out>/last.pt if present")
+
+
+def _config_from_args(args, config_path=None) -> Config:
+    updates = {key: getattr(args, flag, None) for flag, key in TRAIN_FLAGS.items()}
+    return load_config(args.config or config_path, args.overrides, updates)
+
+
+def _print_metrics(metrics: dict) -> None:
+    from esseg.metrics import format_table
+
+    print(format_table(metrics))
+
+
+# ------------------------------------------------------------------------------- train
+
+
+def cmd_train(args) -> int:
+    from esseg.engine.train import train
+
+    cfg = _config_from_args(args)
+    result = train(cfg)
+    if result.get("metrics"):
+        _print_metrics(result["metrics"])
+    print(f"trained {result['iterations']} iterations in {result['seconds']:.0f} s; checkpoint: {result['last_checkpoint']}"
+          + (f", best: {result['best_checkpoint']}" if result.get("best_checkpoint") else ""))
+    return 0
+
+
+# -------------------------------------------------------------------------------- eval
+
+
+def cmd_eval(args) -> int:
+    from esseg.engine.evaluate import evaluate_checkpoint, write_metrics
+
+    updates = {"data.root": args.data_root, "data.dataset": args.dataset}
+    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size)
+    if not _is_rank0():
+        return 0
+    ckpt = Path(args.checkpoint)
+    json_path = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}_eval_{args.split}.json")
+    csv_path = Path(args.csv) if args.csv else json_path.with_name(json_path.stem + "_per_class.csv")
+    write_metrics(metrics, json_path, csv_path)
+    _print_metrics(metrics)
+    print(f"{metrics['num_valid_classes']} classes present; metrics: {json_path}; per-class IoU: {csv_path}")
+    return 0
+
+
+def _is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def cmd_predict(args) -> int:
+    from esseg.engine.distributed import resolve_device
+    from esseg.engine.predict import predict_files
+
+    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"))
+    print(f"wrote {len(written) // 3} predictions (label, color, overlay PNGs) to {args.out}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args) -> int:
+    from esseg.engine.demo import find_demo_config, run_demo
+    from esseg.errors import ConfigError
+
+    config_path = args.config or find_demo_config()
+    if config_path is None:
+        raise ConfigError("configs/demo.yaml not found; run from the repository root or pass --config FILE")
+    cfg = _config_from_args(args, config_path)
+    result = run_demo(cfg)
+    if not result:
+        return 0
+    _print_metrics(result["metrics"])
+    print(f"demo finished in {result['seconds']:.0f} s ({result['train_seconds']:.0f} s training); report: {result['report']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- register
+
+
+def register(subparsers) -> None:
+    """Add the train, eval, predict and demo subcommands to the ``esseg`` parser."""
+    keys = ", ".join(valid_keys())
+    p = subparsers.add_parser(
+        "train", help="train an ESS or baseline segmentation model",
+        description="Train a model. Settings come from --config (YAML), then --set KEY=VALUE, then the flags below. "
+                    "With no config: ESS on the built-in glyph_scenes dataset.",
+        epilog=f"config keys: {keys}",
+    )
+    _add_config_args(p, "YAML config, e.g. configs/cityscapes_mobilenetv2_ess.yaml (default: built-in defaults)")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint: PAcc, mAcc, mIoU, fIoU and per-class IoU",
+        description="Evaluate a checkpoint on the dataset it was trained on. Writes all metrics as JSON and "
+                    "per-class IoU as CSV (default: next to the checkpoint).",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="a last.pt/best.pt written by esseg train")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder (default: the one used for training)")
+    p.add_argument("--dataset", help="dataset name (default: the training dataset)")
+    p.add_argument("--split", default="val", help="split to evaluate (default val)")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                   help="override data.* keys of the checkpoint's config, e.g. data.val_mode=crop_val")
+    p.add_argument("--json", metavar="FILE", help="metrics JSON (default <checkpoint>_eval_<split>.json)")
+    p.add_argument("--csv", metavar="FILE", help="per-class CSV (default <json stem>_per_class.csv)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="evaluation batch size (default train.eval_batch_size)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser(
+        "predict", help="segment image files with a checkpoint",
+        description="Write, per image, <stem>_label.png (class ids; 16-bit when C > 255), <stem>_color.png and "
+                    "<stem>_overlay.png.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="a last.pt/best.pt written by esseg train")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = subparsers.add_parser(
+        "demo", help="train ESS on glyph scenes (>= 200 classes), evaluate and write a report (< 10 min on CPU)",
+        description="Train with configs/demo.yaml, evaluate, save predictions, prediction panels and report.md in the "
+                    "run folder, print the metrics.",
+    )
+    _add_config_args(p, "demo config (default configs/demo.yaml)")
+    p.set_defaults(func=cmd_demo)
+
+
+__all__ = ["register", "TRAIN_FLAGS", "cmd_train", "cmd_eval", "cmd_predict", "cmd_demo"]

@@ -1,0 +1,131 @@
+"""Evaluation: predict every validation image, accumulate a confusion matrix, reduce it across ranks."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from esseg.metrics import ConfusionMatrix
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+@torch.no_grad()
+def predict_batch(model: torch.nn.Module, images: torch.Tensor, amp: bool = False, multiple: int = 32) -> torch.Tensor:
+    """``model.predict`` on ``(B, 3, H, W)`` images of any size -> ``(B, H, W)`` int64.
+
+    The images are zero-padded (the normalised mean) at the bottom/right up to a multiple of
+    ``multiple`` pixels, which the encoders need, and the prediction is cropped back.
+    """
+    h, w = images.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        images = F.pad(images, (0, pw, 0, ph))
+    with torch.autocast(images.device.type, enabled=amp):
+        pred = unwrap(model).predict(images)
+    return pred[..., :h, :w]
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader,
+    num_classes: int,
+    ignore_index: int,
+    device: torch.device | str,
+    class_names=None,
+    amp: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Single-scale evaluation of ``model`` on ``loader`` -> :func:`esseg.metrics.compute_metrics`.
+
+    Under torchrun each rank evaluates its shard of the data (see ``engine.data.eval_loader``)
+    and the confusion matrices are summed over ranks before the metrics are computed, so every
+    rank returns the same numbers, equal to a single-process run. The model's train/eval mode
+    is restored afterwards.
+    """
+    device = torch.device(device)
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+        pred = predict_batch(model, images.to(device, non_blocking=True), amp=amp)
+        cm.update(pred, labels.to(device, non_blocking=True))
+    cm.all_reduce()
+    model.train(was_training)
+    return cm.compute(class_names)
+
+
+def summary(metrics: dict) -> dict:
+    """The scalar part of a metrics dict (drops the per-class lists)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+def write_metrics(metrics: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:
+    """All metrics as JSON, and (optionally) a per-class CSV: class_id, class_name, IoU, Acc, pixel counts."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(metrics, indent=1) + "\n")
+    if csv_path is None:
+        return
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class_id", "class_name", "IoU", "Acc", "gt_pixels", "pred_pixels"])
+        rows = zip(metrics["class_names"], metrics["IoU"], metrics["Acc"], metrics["gt_pixels"], metrics["pred_pixels"])
+        for c, (name, iou, acc, gt, pred) in enumerate(rows):
+            writer.writerow([c, name, "" if iou is None else f"{iou:.6f}", "" if acc is None else f"{acc:.6f}", gt, pred])
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    split: str = "val",
+    overrides: list[str] | None = None,
+    updates: dict | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a training checkpoint on ``split`` of the dataset it was trained on.
+
+    The dataset comes from the checkpoint's config, changed by ``overrides``
+    (``"data.root=/data/cityscapes"``) and ``updates`` (``{"data.root": ...}``). Under torchrun
+    the work is sharded over the processes and every rank returns the same metrics.
+    """
+    from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from esseg.engine.config import apply_overrides, config_from_dict
+    from esseg.engine.data import build_split, eval_loader
+    from esseg.engine.distributed import cleanup_distributed, init_distributed
+    from esseg.errors import CheckpointError
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_dict(apply_overrides(ckpt["config"], overrides, updates))
+    info, dev = init_distributed(device)
+    try:
+        dataset = build_split(cfg, split, train=False)
+        model = model_from_checkpoint(ckpt, checkpoint, dev)
+        if dataset.num_classes != model.num_classes:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} predicts {model.num_classes} classes but dataset "
+                f"{cfg.data.dataset!r} ({split}) has {dataset.num_classes}; evaluate it on the label space it was trained on"
+            )
+        loader = eval_loader(dataset, batch_size or cfg.train.eval_batch_size, info.rank, info.world_size,
+                             cfg.data.num_workers, pin_memory=dev.type == "cuda")
+        names = [str(c) for c in dataset.classes]
+        return evaluate(model, loader, dataset.num_classes, dataset.ignore_index, dev, names,
+                        progress=progress and info.is_main)
+    finally:
+        cleanup_distributed()
+
+
+__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "summary", "unwrap", "write_metrics"]

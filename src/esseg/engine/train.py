@@ -1,0 +1,297 @@
+"""The training loop: iteration-based SGD with per-group poly LR, for ESS and the baseline alike.
+
+Order of operations per iteration (``train_step``)::
+
+    for each of accum_steps micro-batches:
+        outputs = model(images)                      # autocast on CUDA
+        loss = criterion(outputs, labels, class_embeddings) / accum_steps
+        stop if loss is not finite (on any rank)
+        scaler.scale(loss).backward()                # DDP all-reduces grads on the last micro-batch
+    scaler.step(optimizer); scaler.update(); scheduler.step()
+
+Around it, :func:`train` logs every ``log_every`` iterations, evaluates every ``eval_every``
+iterations and at the end, and writes ``last.pt`` (every ``save_every`` iterations, at every
+evaluation and when the run ends) and ``best.pt`` (best validation mIoU). Everything a resumed
+run needs is in the checkpoint, and the data order depends only on (seed, iteration), so a CPU
+run resumed from ``last.pt`` ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from esseg.engine.checkpoint import (
+    check_model_matches, create_model_checked, load_checkpoint, load_model_state, plain, rng_state,
+    save_checkpoint, set_rng_state,
+)
+from esseg.engine.config import Config
+from esseg.engine.data import build_split, eval_loader, train_loader
+from esseg.engine.distributed import DistInfo, all_true, cleanup_distributed, init_distributed
+from esseg.engine.evaluate import evaluate, predict_batch, summary, write_metrics
+from esseg.engine.logging import RunLogger
+from esseg.engine.visual import colorize, denormalize, get_palette, panel
+from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
+
+
+class NonFiniteLossError(EssegError):
+    """The loss became NaN or infinite; training stopped without saving."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: Config, num_classes: int) -> nn.Module:
+    """The network ``cfg.model`` describes, for ``num_classes`` classes (ESS or baseline)."""
+    m = cfg.model
+    return create_model_checked(
+        arch=m.arch, encoder=m.encoder, num_classes=num_classes,
+        embedding_dim=m.embedding_dim if m.method == "ess" else None,
+        encoder_weights=m.encoder_weights, output_stride=m.output_stride,
+    )
+
+
+def build_criterion(cfg: Config, num_classes: int, ignore_index: int) -> nn.Module:
+    """``ESSLoss`` (method ess) or ``SoftmaxCrossEntropyLoss`` (baseline) from ``cfg.loss``."""
+    from esseg import ESSLoss, SoftmaxCrossEntropyLoss
+
+    if cfg.model.method == "baseline":
+        return SoftmaxCrossEntropyLoss(ignore_index=ignore_index)
+    lo = cfg.loss
+    if lo.mode != "exact" and lo.k > num_classes - 1:
+        raise ConfigError(
+            f"loss.k={lo.k} exceeds the {num_classes - 1} negatives a {num_classes}-class dataset has "
+            f"(k nearest classes other than the target); use loss.k <= {num_classes - 1} or loss.mode=exact"
+        )
+    return ESSLoss(k=lo.k, tau=lo.tau, margin=lo.margin, reg_weight=lo.reg_weight, ignore_index=ignore_index,
+                   mode=lo.mode, query_stride=lo.query_stride)
+
+
+def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
+    """The checkpoint to resume from: ``None``, ``"auto"`` (``out_dir/last.pt`` if it exists) or a path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = out_dir / "last.pt"
+        return path if path.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"resume checkpoint {path} not found (use --resume auto to continue from <out>/last.pt)")
+    return path
+
+
+def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps: int = 1, amp: bool = False) -> dict:
+    """One optimiser step over ``accum_steps`` micro-batches from the iterator ``batches``.
+
+    ``model`` may be DDP-wrapped: gradients are synchronised only on the last micro-batch.
+    Returns the float loss terms (``loss`` and ``criterion.terms``, averaged over micro-batches).
+    Raises :class:`NonFiniteLossError` before any backward pass if a loss is NaN/inf on any rank.
+    """
+    net = getattr(model, "module", model)
+    optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, float] = {}
+    for micro in range(accum_steps):
+        images, labels = next(batches)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        last = micro == accum_steps - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with torch.autocast(device.type, enabled=amp):
+                outputs = model(images)
+            class_embeddings = net.class_embeddings() if net.is_embedding else None
+            loss = criterion(outputs.float(), labels, class_embeddings)
+            value = float(loss.detach())
+            if not all_true(math.isfinite(value), device):
+                terms = ", ".join(f"{k}={float(v):.4g}" for k, v in criterion.terms.items())
+                raise NonFiniteLossError(f"training loss is not finite (loss={value:.4g}; {terms})")
+            scaler.scale(loss / accum_steps).backward()
+        for key, v in {"loss": value, **{k: float(t) for k, t in criterion.terms.items()}}.items():
+            totals[key] = totals.get(key, 0.0) + v / accum_steps
+    scaler.step(optimizer)
+    scaler.update()
+    return totals
+
+
+@torch.no_grad()
+def prediction_panels(model, dataset, num: int, device, ignore_index: int, palette, amp: bool = False) -> list[np.ndarray]:
+    """``image | ground truth | prediction`` strips (uint8 HWC) for the first ``num`` samples."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(min(num, len(dataset))):
+        image, label = dataset[i]
+        pred = predict_batch(model, image[None].to(device), amp=amp)[0].cpu()
+        out.append(panel([[denormalize(image), colorize(label, palette, ignore_index), colorize(pred, palette)]]))
+    model.train(was_training)
+    return out
+
+
+def _gather_rng(info: DistInfo) -> list:
+    """Every rank's RNG state, in rank order (a collective call under DDP)."""
+    if not info.enabled:
+        return [rng_state()]
+    states = [None] * info.world_size
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def train(cfg: Config) -> dict:
+    """Train (and periodically evaluate) the model ``cfg`` describes; see the module docstring.
+
+    Runs in one process, or in each of the processes torchrun starts (DDP, detected from
+    ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``). Only rank 0 logs and writes files.
+
+    Returns:
+        ``{"out_dir", "iterations", "num_classes", "last_checkpoint", "best_checkpoint",
+        "best_mIoU", "metrics" (latest evaluation summary or None), "seconds"}``.
+    """
+    info, device = init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, info, device)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
+    from esseg import PolyLR, build_optimizer
+
+    t = cfg.train
+    out_dir = Path(t.out_dir)
+    start_time = time.time()
+    if t.sync_bn and info.enabled and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA devices; set train.sync_bn=false for CPU runs")
+
+    resume_path = resolve_resume(t.resume, out_dir)
+
+    # ---- data, model, loss, optimiser
+    seed_everything(t.seed)
+    train_set = build_split(cfg, cfg.data.train_split, train=True)
+    val_set = build_split(cfg, cfg.data.val_split, train=False)
+    num_classes, ignore_index = train_set.num_classes, train_set.ignore_index
+    if val_set.num_classes != num_classes:
+        raise DatasetError(f"{cfg.data.dataset}: train split has {num_classes} classes but val split {val_set.num_classes}")
+    class_names = [str(c) for c in train_set.classes]
+    palette = get_palette(getattr(train_set, "palette", None), num_classes)
+
+    model = build_model(cfg, num_classes).to(device)
+    criterion = build_criterion(cfg, num_classes, ignore_index)
+    if t.sync_bn and info.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(model, **dataclasses.asdict(cfg.optim))
+    scheduler = PolyLR(optimizer, total_iters=t.iters)
+    use_amp = t.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    seed_everything(t.seed + info.rank)  # ranks draw different dropout masks; DDP syncs the weights
+
+    # ---- resume
+    start_iter, best_miou, metrics = 0, None, None
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        check_model_matches(ckpt, model.config, resume_path)
+        load_model_state(model, ckpt["model"], resume_path)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if use_amp and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_iter, best_miou, metrics = ckpt["iteration"], ckpt.get("best_mIoU"), ckpt.get("metrics")
+        rng = ckpt.get("rng") or []
+        if len(rng) == info.world_size:
+            set_rng_state(rng[info.rank])
+        else:  # resumed with another number of processes: fresh per-rank streams
+            seed_everything(t.seed + info.rank + 1000 * start_iter)
+        if info.is_main:
+            tqdm.write(f"resuming from {resume_path} at iteration {start_iter}")
+
+    ddp_model = model
+    if info.enabled:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    pin = device.type == "cuda"
+    batches = iter(train_loader(train_set, t.batch_size, t.seed, info.rank, info.world_size,
+                                start_iter * t.accum_steps, cfg.data.num_workers, pin))
+    val_loader = eval_loader(val_set, t.eval_batch_size, info.rank, info.world_size, cfg.data.num_workers, pin)
+    logger = RunLogger(out_dir, enabled=info.is_main, tensorboard=t.tensorboard)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    last_saved = start_iter if resume_path is not None else None
+
+    def checkpoint(iteration: int) -> dict:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": _gather_rng(info), "iteration": iteration,
+            "config": cfg.to_dict(), "model_config": plain(model.config), "class_names": class_names,
+            "palette": torch.from_numpy(palette.copy()), "ignore_index": ignore_index,
+            "best_mIoU": best_miou, "metrics": metrics, "esseg_version": _version(),
+        }
+
+    # ---- the loop
+    stop_at = t.stop_at or t.iters
+    model.train()
+    bar = tqdm(range(start_iter, stop_at), initial=start_iter, total=stop_at, desc="train",
+               disable=not info.is_main, dynamic_ncols=True)
+    try:
+        for it in bar:
+            try:
+                values = train_step(ddp_model, criterion, optimizer, scaler, batches, device, t.accum_steps, use_amp)
+            except NonFiniteLossError as err:
+                kept = f"last good checkpoint: {last_path} (iteration {last_saved})" if last_saved is not None else "no checkpoint was written yet"
+                raise NonFiniteLossError(f"{err} at iteration {it + 1}; stopped, {kept}; try a lower optim.lr") from None
+            lrs = {f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+            scheduler.step()
+            done = it + 1
+            bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+            if t.log_every and (done % t.log_every == 0 or done == 1):
+                logger.log_train(done, {**values, **lrs})
+
+            do_eval = (t.eval_every and done % t.eval_every == 0) or done == t.iters
+            if do_eval:
+                full = evaluate(model, val_loader, num_classes, ignore_index, device, class_names, amp=use_amp)
+                metrics = summary(full)
+                panels = []
+                if info.is_main and t.tensorboard and t.num_vis:
+                    panels = prediction_panels(model, val_set, t.num_vis, device, ignore_index, palette, use_amp)
+                logger.log_eval(done, cfg.data.val_split, metrics, panels)
+                if info.is_main:
+                    tqdm.write(f"iter {done}: " + "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in ("PAcc", "mAcc", "mIoU", "fIoU")))
+                    write_metrics(full, out_dir / f"eval_{cfg.data.val_split}.json", out_dir / f"eval_{cfg.data.val_split}_per_class.csv")
+                if best_miou is None or metrics["mIoU"] > best_miou:
+                    best_miou = metrics["mIoU"]
+                    state = checkpoint(done)
+                    if info.is_main:
+                        save_checkpoint(state, best_path)
+            if do_eval or (t.save_every and done % t.save_every == 0) or done == stop_at:
+                state = checkpoint(done)
+                if info.is_main:
+                    save_checkpoint(state, last_path)
+                last_saved = done
+    finally:
+        bar.close()
+        logger.close()
+    done = max(start_iter, stop_at)
+    return {
+        "out_dir": str(out_dir), "iterations": done, "num_classes": num_classes,
+        "last_checkpoint": str(last_path), "best_checkpoint": str(best_path) if best_miou is not None else None,
+        "best_mIoU": best_miou, "metrics": metrics, "seconds": time.time() - start_time,
+    }
+
+
+def _version() -> str:
+    from esseg import __version__
+
+    return __version__
+
+
+__all__ = ["NonFiniteLossError", "build_criterion", "build_model", "resolve_resume", "seed_everything", "train", "train_step"]

@@ -1,0 +1,96 @@
+"""Every user error exits 2 with one `esseg: error: ...` line and no traceback."""
+
+import pytest
+import torch
+from PIL import Image
+from engine_tiny import NUM_CLASSES, tiny_args
+
+import esseg.engine.train as train_module
+from esseg.cli import main
+
+
+def run_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("esseg: error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "loss.kk=3"], "unknown config key 'loss.kk'; valid keys: data.dataset"),
+    (["--set", "train.amp=maybe"], "train.amp must be bool, got 'maybe'"),
+    (["--crop-size", "0"], "data.crop_size must be an int or [height, width] > 0"),
+    (["--dataset", "nope"], "unknown dataset 'nope'; known datasets: "),
+    (["--config", "/nonexistent.yaml"], "config file /nonexistent.yaml not found"),
+    (["--resume", "/nonexistent/last.pt"], "resume checkpoint /nonexistent/last.pt not found"),
+])
+def test_train_config_errors(tmp_path, capsys, extra, message):
+    assert message in run_error(capsys, ["train", *tiny_args(tmp_path / "run"), *extra])
+
+
+def test_missing_dataset(tmp_path, capsys):
+    line = run_error(capsys, ["train", *tiny_args(tmp_path / "run"), "--dataset", "cityscapes", "--data-root", str(tmp_path / "missing")])
+    assert "Cityscapes" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_gpu(tmp_path, capsys):
+    assert "no CUDA GPU is available" in run_error(capsys, ["train", *tiny_args(tmp_path / "run"), "--device", "cuda"])
+
+
+def test_k_larger_than_number_of_negatives(tmp_path, capsys):
+    line = run_error(capsys, ["train", *tiny_args(tmp_path / "run"), "--set", f"loss.k={NUM_CLASSES}"])
+    assert f"loss.k={NUM_CLASSES} exceeds the {NUM_CLASSES - 1} negatives" in line
+
+
+def test_resume_checkpoint_of_another_architecture(trained_run, tmp_path, capsys):
+    line = run_error(capsys, ["train", *tiny_args(tmp_path / "run"), "--resume", str(trained_run / "last.pt"), "--encoder", "resnet18"])
+    assert "holds a model with encoder='mobilenet_v2' but the config asks for encoder='resnet18'" in line
+
+
+def test_eval_checkpoint_for_another_class_count(trained_run, capsys):
+    line = run_error(capsys, ["eval", "--checkpoint", str(trained_run / "last.pt"), "--device", "cpu",
+                              "--set", "data.options={num_classes: 9, size: 32, length: 2}"])
+    assert f"predicts {NUM_CLASSES} classes but dataset 'glyph_scenes' (val) has 9" in line
+
+
+def test_bad_checkpoint_files(tmp_path, capsys):
+    assert "checkpoint /nonexistent.pt not found" in run_error(capsys, ["eval", "--checkpoint", "/nonexistent.pt"])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert "cannot read checkpoint" in run_error(capsys, ["eval", "--checkpoint", str(garbage)])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    image = tmp_path / "image.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert "is not an esseg checkpoint" in run_error(capsys, ["predict", "--checkpoint", str(foreign), str(image), "--out", str(tmp_path)])
+
+
+def test_predict_missing_input(trained_run, tmp_path, capsys):
+    line = run_error(capsys, ["predict", "--checkpoint", str(trained_run / "last.pt"), str(tmp_path / "nope.png"), "--out", str(tmp_path)])
+    assert "nope.png does not exist" in line
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    build = train_module.build_criterion
+
+    def nan_on_second_call(*args, **kwargs):
+        criterion = build(*args, **kwargs)
+        forward, calls = criterion.forward, []
+
+        def patched(*a, **k):
+            calls.append(1)
+            loss = forward(*a, **k)
+            return loss * float("nan") if len(calls) == 2 else loss
+
+        criterion.forward = patched
+        return criterion
+
+    monkeypatch.setattr(train_module, "build_criterion", nan_on_second_call)
+    out = tmp_path / "run"
+    line = run_error(capsys, ["train", *tiny_args(out), "--set", "train.save_every=1"])
+    assert "training loss is not finite (loss=nan" in line and "at iteration 2" in line
+    assert f"last good checkpoint: {out / 'last.pt'} (iteration 1)" in line
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 1

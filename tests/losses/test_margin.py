@@ -1,0 +1,57 @@
+"""max_margin_loss against the brute-force C x C formula of Eq. 7."""
+
+import pytest
+import torch
+
+from esseg.losses import max_margin_loss, nearest_other
+
+
+def brute_force(mu, margin):
+    d = torch.cdist(mu, mu)
+    d = d + torch.diag(torch.full((mu.shape[0],), float("inf"), dtype=mu.dtype))
+    return torch.relu(margin - d.min(1).values).mean()
+
+
+@pytest.mark.parametrize("c,d,margin", [(2, 3, 5.0), (17, 4, 0.5), (300, 6, 0.8)])
+def test_equals_brute_force(c, d, margin):
+    g = torch.Generator().manual_seed(c)
+    mu = torch.nn.functional.normalize(torch.randn(c, d, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    loss = max_margin_loss(mu, margin)
+    ref = brute_force(mu, margin)
+    assert ref > 0  # the margin is active for some classes
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(torch.autograd.grad(loss, mu)[0], torch.autograd.grad(ref, mu)[0])
+
+
+def test_nearest_other_never_self_even_with_duplicates():
+    mu = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    nn = nearest_other(mu)
+    assert nn.tolist()[:2] == [1, 0] and nn[2] != 2
+    loss = max_margin_loss(mu.requires_grad_(), 0.5)
+    loss.backward()
+    assert torch.isfinite(mu.grad).all()
+
+
+def test_zero_when_classes_are_far_apart():
+    assert max_margin_loss(torch.eye(5) * 10, 0.5).item() == 0
+
+
+def test_needs_two_classes():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        max_margin_loss(torch.randn(1, 3))
+
+
+@pytest.mark.slow
+def test_runs_at_100k_classes():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.nn.functional.normalize(torch.randn(100_000, 12, generator=g), dim=1).requires_grad_()
+    loss = max_margin_loss(mu, 0.5)
+    loss.backward()
+    assert torch.isfinite(loss) and 0 < loss < 0.5
+    # Spot-check 50 classes against their brute-force nearest distance.
+    rows = torch.arange(0, 100_000, 2000)
+    with torch.no_grad():
+        d = torch.cdist(mu[rows], mu)
+        d[torch.arange(rows.numel()), rows] = float("inf")
+        nn = nearest_other(mu.detach())
+        torch.testing.assert_close((mu[rows] - mu[nn[rows]]).norm(dim=1), d.min(1).values, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,57 @@
+"""ESSLoss and SoftmaxCrossEntropyLoss: options, modes and logged terms."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from esseg.losses import ESSLoss, SoftmaxCrossEntropyLoss, exact_cross_entropy, knn_cross_entropy, max_margin_loss
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(2, 6, 5, 5, generator=g), dim=1).requires_grad_()
+    mu = F.normalize(torch.randn(30, 6, generator=g), dim=1).requires_grad_()
+    y = torch.randint(0, 30, (2, 5, 5), generator=g)
+    return x, y, mu
+
+
+def test_knn_mode_is_ce_plus_weighted_margin(batch):
+    x, y, mu = batch
+    crit = ESSLoss(k=5, reg_weight=2.0)
+    total = crit(x, y, mu)
+    ce, reg = knn_cross_entropy(x, y, mu, k=5), max_margin_loss(mu, 0.5)
+    torch.testing.assert_close(total, ce + 2.0 * reg)
+    torch.testing.assert_close(crit.terms["ce"], ce.detach())
+    torch.testing.assert_close(crit.terms["reg"], reg.detach())
+    assert not crit.terms["ce"].requires_grad
+    total.backward()
+    assert mu.grad.abs().sum() > 0
+
+
+def test_exact_mode_and_no_regulariser(batch):
+    x, y, mu = batch
+    crit = ESSLoss(mode="exact", reg_weight=0)
+    torch.testing.assert_close(crit(x, y, mu), exact_cross_entropy(x, y, mu))
+    assert crit.terms["reg"].item() == 0
+
+
+def test_random_mode_and_unknown_mode(batch):
+    x, y, mu = batch
+    assert torch.isfinite(ESSLoss(mode="random", k=3)(x, y, mu))
+    with pytest.raises(ValueError, match="mode must be one of knn, random, exact"):
+        ESSLoss(mode="full")
+
+
+def test_softmax_baseline_loss():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 7, 4, 4, generator=g, requires_grad=True)
+    y = torch.randint(0, 7, (2, 4, 4), generator=g)
+    y[0] = 255
+    crit = SoftmaxCrossEntropyLoss()
+    torch.testing.assert_close(crit(logits, y), F.cross_entropy(logits, y, ignore_index=255))
+    zero = crit(logits, torch.full_like(y, 255))
+    zero.backward()
+    assert zero.item() == 0 and torch.isfinite(logits.grad).all()
+    with pytest.raises(ValueError, match="found 7"):
+        crit(logits, torch.full_like(y, 7))

@@ -1,0 +1,85 @@
+"""Metrics against a hand-computed confusion matrix."""
+
+import math
+
+import pytest
+import torch
+
+from esseg.metrics import ConfusionMatrix, compute_metrics, confusion_matrix, format_table
+
+IGNORE = 255
+
+# 4 classes; class 3 never appears (neither GT nor prediction).
+TARGET = torch.tensor([[0, 0, 0, 1], [1, 1, 2, IGNORE]])
+PRED = torch.tensor([[0, 0, 1, 1], [1, 2, 0, 3]])  # the 3 is on an ignored pixel
+# rows = GT, cols = prediction, counted by hand from the 7 non-ignored pixels
+EXPECTED = torch.tensor([
+    [2, 1, 0, 0],  # GT 0: predicted 0, 0, 1
+    [0, 2, 1, 0],  # GT 1: predicted 1, 1, 2
+    [1, 0, 0, 0],  # GT 2: predicted 0
+    [0, 0, 0, 0],
+])
+
+
+def test_confusion_matrix_by_hand():
+    cm = confusion_matrix(PRED, TARGET, 4, IGNORE)
+    assert cm.dtype == torch.int64
+    assert torch.equal(cm, EXPECTED)
+
+
+def test_metrics_by_hand():
+    m = compute_metrics(EXPECTED, ["a", "b", "c", "d"])
+    # PAcc = (2 + 2 + 0) / 7
+    assert m["PAcc"] == pytest.approx(4 / 7)
+    # Acc: a 2/3, b 2/3, c 0/1; d has no GT pixels -> excluded
+    assert m["Acc"][:3] == pytest.approx([2 / 3, 2 / 3, 0.0]) and m["Acc"][3] is None
+    assert m["mAcc"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    # IoU: a 2/(3+3-2)=1/2, b 2/(3+3-2)=1/2, c 0/(1+1-0)=0; d absent from GT and prediction -> excluded
+    assert m["IoU"][:3] == pytest.approx([0.5, 0.5, 0.0]) and m["IoU"][3] is None
+    assert m["mIoU"] == pytest.approx(1 / 3)
+    assert m["num_valid_classes"] == 3
+    # fIoU = 3/7 * 1/2 + 3/7 * 1/2 + 1/7 * 0
+    assert m["fIoU"] == pytest.approx(3 / 7)
+    assert m["gt_pixels"] == [3, 3, 1, 0] and m["pred_pixels"] == [3, 3, 1, 0]
+    assert m["class_names"] == ["a", "b", "c", "d"] and m["num_pixels"] == 7
+
+
+def test_predicted_only_class_counts_zero_in_miou_but_not_in_macc():
+    cm = torch.tensor([[3, 1], [0, 0]])  # class 1 is predicted once but never in the GT
+    m = compute_metrics(cm)
+    assert m["IoU"] == pytest.approx([0.75, 0.0])
+    assert m["mIoU"] == pytest.approx(0.375)
+    assert m["Acc"][1] is None and m["mAcc"] == pytest.approx(0.75)
+    assert m["class_names"] == ["0", "1"]
+
+
+def test_perfect_prediction_and_empty_matrix():
+    target = torch.randint(0, 5, (2, 8, 8))
+    m = compute_metrics(confusion_matrix(target, target, 5, IGNORE))
+    assert m["PAcc"] == m["mIoU"] == m["fIoU"] == m["mAcc"] == 1.0
+    empty = compute_metrics(torch.zeros(3, 3, dtype=torch.int64))
+    assert empty["PAcc"] == empty["mIoU"] == 0.0 and not any(math.isnan(empty[k]) for k in ("mAcc", "fIoU"))
+
+
+def test_accumulator_equals_one_shot_and_all_reduce_is_noop_single_process():
+    acc = ConfusionMatrix(4, IGNORE)
+    acc.update(PRED[:1], TARGET[:1])
+    acc.update(PRED[1:], TARGET[1:])
+    acc.all_reduce()
+    assert torch.equal(acc.mat, EXPECTED)
+    assert acc.compute()["mIoU"] == pytest.approx(1 / 3)
+
+
+def test_large_ignore_index_and_out_of_range_labels():
+    target = torch.tensor([0, 1, 65535])
+    assert confusion_matrix(torch.tensor([0, 1, 1]), target, 300, 65535).sum() == 2
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 4\)"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 7]), 4, IGNORE)
+    with pytest.raises(ValueError, match="predictions must be in"):
+        confusion_matrix(torch.tensor([0, 9]), torch.tensor([0, 1]), 4, IGNORE)
+
+
+def test_format_table_in_percent():
+    table = format_table(compute_metrics(EXPECTED))
+    assert table.splitlines()[0].split() == ["PAcc", "mAcc", "mIoU", "fIoU"]
+    assert table.splitlines()[1].split()[0] == "57.14"
