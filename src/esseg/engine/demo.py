@@ -82,13 +82,13 @@ def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir
             if m.method == "ess" else f"{m.arch} / {m.encoder}, softmax baseline")
     ious = [(iou, name) for iou, name in zip(metrics["IoU"], metrics["class_names"]) if iou is not None]
     ious.sort(key=lambda x: -x[0])
-    fmt = lambda items: ", ".join(f"{name} {100 * iou:.1f}" for iou, name in items)  # noqa: E731
+    fmt = lambda items: "; ".join(f"`{name}` {100 * iou:.1f}" for iou, name in items)  # noqa: E731
     lines = [
         f"# esseg demo: {'ESS' if m.method == 'ess' else 'baseline'} on {cfg.data.dataset} ({result['num_classes']} classes)",
         "",
         f"- model: {what}",
         f"- training: {result['iterations']} iterations, batch {t.batch_size}, "
-        f"{'full images' if crop is None else f'crop {crop[0]}x{crop[1]}'}, lr {cfg.optim.lr}, seed {t.seed}, device {t.device}",
+        f"{'full images' if crop is None else f'crop {crop[0]}x{crop[1]}'}, lr {cfg.optim.lr}, seed {t.seed}, device {result['device']}",
         f"- time: {result['seconds']:.0f} s training, {seconds:.0f} s in total",
         f"- data options: {cfg.data.options}",
         "",

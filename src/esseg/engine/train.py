@@ -158,7 +158,7 @@ def train(cfg: Config) -> dict:
 
     Returns:
         ``{"out_dir", "iterations", "num_classes", "last_checkpoint", "best_checkpoint",
-        "best_mIoU", "metrics" (latest evaluation summary or None), "seconds"}``.
+        "best_mIoU", "metrics" (latest evaluation summary or None), "device", "seconds"}``.
     """
     info, device = init_distributed(cfg.train.device)
     try:
@@ -284,7 +284,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     return {
         "out_dir": str(out_dir), "iterations": done, "num_classes": num_classes,
         "last_checkpoint": str(last_path), "best_checkpoint": str(best_path) if best_miou is not None else None,
-        "best_mIoU": best_miou, "metrics": metrics, "seconds": time.time() - start_time,
+        "best_mIoU": best_miou, "metrics": metrics, "device": str(device), "seconds": time.time() - start_time,
     }
 
 

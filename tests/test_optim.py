@@ -1,0 +1,55 @@
+"""The Sec. 4.1 optimiser groups and the poly schedule."""
+
+import pytest
+import torch
+from torch import nn
+
+from esseg import PolyLR, build_optimizer, create_model
+
+
+def test_groups_follow_the_paper():
+    model = create_model(num_classes=10, embedding_dim=6)
+    opt = build_optimizer(model, lr=0.01)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert set(groups) == {"backbone", "head", "class_embeddings"}
+    assert groups["backbone"]["lr"] == pytest.approx(0.001)
+    assert groups["head"]["lr"] == 0.01 and groups["class_embeddings"]["lr"] == 0.01
+    assert groups["backbone"]["momentum"] == 0.9 and groups["head"]["momentum"] == 0.9
+    assert groups["class_embeddings"]["momentum"] == 0.95 and groups["class_embeddings"]["poly_power"] == 0.95
+    assert groups["head"]["weight_decay"] == 1e-4 and groups["class_embeddings"]["weight_decay"] == 0
+    n_params = sum(len(g["params"]) for g in opt.param_groups)
+    assert n_params == len(list(model.parameters()))
+    bns = [m for m in model.net.encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.01 for m in bns)
+    head_bns = [m for m in model.net.decoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.momentum == 0.1 for m in head_bns)
+
+
+def test_baseline_has_no_class_group():
+    opt = build_optimizer(create_model(num_classes=10), lr=0.1)
+    assert [g["name"] for g in opt.param_groups] == ["backbone", "head"]
+
+
+def test_poly_schedule_values():
+    model = create_model(num_classes=10, embedding_dim=6)
+    opt = build_optimizer(model, lr=0.01)
+    sched = PolyLR(opt, total_iters=100)
+    seen = []
+    for it in range(101):
+        seen.append({g["name"]: g["lr"] for g in opt.param_groups})
+        opt.step()
+        sched.step()
+    for it in (0, 1, 50, 99, 100):
+        frac = 1 - it / 100
+        assert seen[it]["head"] == pytest.approx(0.01 * frac**0.9)
+        assert seen[it]["backbone"] == pytest.approx(0.001 * frac**0.9)
+        assert seen[it]["class_embeddings"] == pytest.approx(0.01 * frac**0.95)
+    state = sched.state_dict()
+    resumed = PolyLR(build_optimizer(create_model(num_classes=10, embedding_dim=6), lr=0.01), total_iters=100)
+    resumed.load_state_dict(state)
+    assert resumed.last_epoch == 101
+
+
+def test_poly_rejects_bad_total():
+    with pytest.raises(ValueError, match="total_iters"):
+        PolyLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), total_iters=0)
