@@ -55,3 +55,15 @@ def test_runs_at_100k_classes():
         d[torch.arange(rows.numel()), rows] = float("inf")
         nn = nearest_other(mu.detach())
         torch.testing.assert_close((mu[rows] - mu[nn[rows]]).norm(dim=1), d.min(1).values, atol=1e-5, rtol=1e-5)
+
+
+def test_candidate_neighbours_give_the_exact_value():
+    g = torch.Generator().manual_seed(5)
+    mu = torch.nn.functional.normalize(torch.randn(200, 4, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    cand = nearest_other(mu.detach(), m=8)
+    assert cand.shape == (200, 8)
+    assert not (cand == torch.arange(200).unsqueeze(1)).any()
+    loss = max_margin_loss(mu, 0.6, neighbours=cand)
+    ref = brute_force(mu, 0.6)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(torch.autograd.grad(loss, mu)[0], torch.autograd.grad(ref, mu)[0])

@@ -55,3 +55,25 @@ def test_softmax_baseline_loss():
     assert zero.item() == 0 and torch.isfinite(logits.grad).all()
     with pytest.raises(ValueError, match="found 7"):
         crit(logits, torch.full_like(y, 7))
+
+
+def test_regulariser_refresh_caches_neighbours_between_refreshes():
+    g = torch.Generator().manual_seed(4)
+    mu = F.normalize(torch.randn(50, 3, generator=g, dtype=torch.float64), dim=1)
+    x = F.normalize(torch.randn(20, 3, generator=g, dtype=torch.float64), dim=1)
+    y = torch.randint(0, 50, (20,), generator=g)
+    crit = ESSLoss(k=3, reg_refresh_every=3, reg_candidates=4)
+    crit(x, y, mu)  # refresh: exact
+    torch.testing.assert_close(crit.terms["reg"], max_margin_loss(mu, 0.5))
+    far = int(((mu - mu[0]) ** 2).sum(1).argmax())
+    moved = mu.clone()
+    moved[far] = moved[0] + 1e-3  # the farthest class jumps next to class 0: only a fresh search sees it
+    crit(x, y, moved)  # cached candidates of the old table
+    stale = crit.terms["reg"]
+    crit(x, y, moved)
+    crit(x, y, moved)  # third call after refresh -> searches again: exact
+    torch.testing.assert_close(crit.terms["reg"], max_margin_loss(moved, 0.5))
+    assert crit.terms["reg"] > stale
+    crit.eval()
+    crit(x, y, moved)
+    torch.testing.assert_close(crit.terms["reg"], max_margin_loss(moved, 0.5))

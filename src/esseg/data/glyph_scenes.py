@@ -52,17 +52,20 @@ COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("pink", (255, 130, 180)),
     ("brown", (140, 75, 20)),
 )
-PATTERNS: tuple[str, ...] = (
-    "solid",
-    "h-striped",
-    "v-striped",
-    "diagonal /",
-    "diagonal \\",
-    "checkered",
-    "dotted",
-    "grid",
-    "ringed",
-    "zigzag",
+# Fill patterns (name, second tone). A pattern is geometry plus the tone of its marks
+# ("dark": 0.3 x the colour, "white"); look-alike geometries get different tones. Every
+# pattern maps to itself under a horizontal flip, so flip augmentation keeps labels valid.
+PATTERNS: tuple[tuple[str, str], ...] = (
+    ("solid", ""),
+    ("h-striped", "dark"),
+    ("v-striped", "white"),
+    ("diagonal", "dark"),
+    ("zigzag", "white"),
+    ("checkered", "dark"),
+    ("dotted", "white"),
+    ("grid", "dark"),
+    ("ringed", "dark"),
+    ("crosshatched", "white"),
 )
 NUM_COMBOS = len(COLOURS) * len(PATTERNS)
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -82,7 +85,7 @@ class ThingClass:
 
     @property
     def name(self) -> str:
-        return f"glyph {self.shape.name}, {PATTERNS[self.pattern]}, {COLOURS[self.colour][0]}"
+        return f"glyph {self.shape.name}, {PATTERNS[self.pattern][0]}, {COLOURS[self.colour][0]}"
 
 
 @dataclass(frozen=True)
@@ -205,19 +208,20 @@ STUFF: tuple[tuple[str, Callable, tuple[int, int, int], tuple[int, int, int]], .
 
 
 def _fill_pattern(pattern: int, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
-    """Boolean map: True where the second (dark) tone goes, in object coordinates (u, v)."""
+    """Boolean map: True where the pattern's second tone goes, in object coordinates (u, v)."""
     half = period / 2
-    name = PATTERNS[pattern]
+    name = PATTERNS[pattern][0]
     if name == "solid":
         return np.zeros(u.shape, bool)
     if name == "h-striped":
         return np.mod(v, period) < half
     if name == "v-striped":
         return np.mod(u, period) < half
-    if name == "diagonal /":
+    if name == "diagonal":
         return np.mod((u + v) * 0.7071, period) < half
-    if name == "diagonal \\":
-        return np.mod((u - v) * 0.7071, period) < half
+    if name == "zigzag":
+        tri = np.abs(np.mod(u, 2 * period) - period)
+        return np.mod(v + tri, period) < half
     if name == "checkered":
         cell = 0.75 * period
         return (np.floor(u / cell) + np.floor(v / cell)) % 2 == 1
@@ -229,10 +233,14 @@ def _fill_pattern(pattern: int, u: np.ndarray, v: np.ndarray, period: float) -> 
         return (np.mod(u, period) < w) | (np.mod(v, period) < w)
     if name == "ringed":
         return np.mod(np.hypot(u, v), period) < half
-    if name == "zigzag":
-        tri = np.abs(np.mod(u, 2 * period) - period)
-        return np.mod(v + tri, period) < half
+    if name == "crosshatched":
+        w = max(1.2, 0.3 * period)
+        return (np.mod((u + v) * 0.7071, period) < w) | (np.mod((u - v) * 0.7071, period) < w)
     raise AssertionError(name)
+
+
+def _second_tone(pattern: int, rgb: np.ndarray) -> np.ndarray:
+    return 0.3 * rgb if PATTERNS[pattern][1] == "dark" else np.full(3, 240.0, np.float32)
 
 
 def _thing_rgb(colour: int, rng: np.random.Generator) -> tuple[float, float, float]:
@@ -438,7 +446,7 @@ class GlyphScenes(SegmentationDataset):
             label[m] = c
         # things, back to front
         res = self._mask_res()
-        period = max(4.0, s / 12.0)
+        period = max(5.0, s / 11.0)
         for obj in layout.objects:
             cls = self.things[obj.class_id - self.num_stuff]
             alpha = self._place(cls.shape, res, obj)
@@ -448,9 +456,9 @@ class GlyphScenes(SegmentationDataset):
             dx, dy = x - obj.center[0], y - obj.center[1]
             u = math.cos(theta) * dx + math.sin(theta) * dy + obj.phase[0]
             v = -math.sin(theta) * dx + math.cos(theta) * dy + obj.phase[1]
-            dark = _fill_pattern(cls.pattern, u, v, period)
+            marks = _fill_pattern(cls.pattern, u, v, period)
             rgb = np.asarray(obj.rgb, np.float32)
-            fill = np.where(dark[..., None], 0.3 * rgb, rgb)
+            fill = np.where(marks[..., None], _second_tone(cls.pattern, rgb), rgb)
             a = alpha[..., None]
             image = image * (1 - a) + fill * a
             label[alpha >= 0.5] = obj.class_id

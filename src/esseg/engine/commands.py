@@ -60,13 +60,14 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args) -> int:
+    """``esseg train``: build the config from --config/--set/flags, train, print the final metrics."""
     from esseg.engine.train import train
 
     cfg = _config_from_args(args)
     result = train(cfg)
     if result.get("metrics"):
         _print_metrics(result["metrics"])
-    print(f"trained {result['iterations']} iterations in {result['seconds']:.0f} s; checkpoint: {result['last_checkpoint']}"
+    print(f"trained to iteration {result['iterations']} in {result['seconds']:.0f} s; checkpoint: {result['last_checkpoint']}"
           + (f", best: {result['best_checkpoint']}" if result.get("best_checkpoint") else ""))
     return 0
 
@@ -75,6 +76,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    """``esseg eval``: evaluate a checkpoint, print the table, write the JSON and per-class CSV."""
     from esseg.engine.evaluate import evaluate_checkpoint, write_metrics
 
     updates = {"data.root": args.data_root, "data.dataset": args.dataset}
@@ -98,6 +100,7 @@ def _is_rank0() -> bool:
 
 
 def cmd_predict(args) -> int:
+    """``esseg predict``: label / colour / overlay PNGs for image files."""
     from esseg.engine.distributed import resolve_device
     from esseg.engine.predict import predict_files
 
@@ -110,6 +113,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """``esseg demo``: train with configs/demo.yaml, evaluate, write predictions and report.md."""
     from esseg.engine.demo import find_demo_config, run_demo
     from esseg.errors import ConfigError
 

@@ -95,7 +95,7 @@ class TrainConfig:
     eval_every: int = 0  # iterations between evaluations; 0: only at the end
     save_every: int = 0  # iterations between last.pt saves; 0: only at evaluations and the end
     log_every: int = 10
-    eval_batch_size: int = 1
+    eval_batch_size: int = 1  # > 1 only if validation images share one size (crop_val, glyph scenes)
     num_vis: int = 4  # prediction images logged to TensorBoard / shown in the demo report
     tensorboard: bool = True
 

@@ -146,7 +146,8 @@ def eval_loader(dataset, batch_size: int, rank: int = 0, world_size: int = 1, nu
     """This rank's share of ``dataset`` in order, every sample exactly once over all ranks."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
-        num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator(),
+        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        generator=torch.Generator(),
     )
 
 

@@ -8,12 +8,19 @@ from esseg.knn import knn_search
 
 
 @torch.no_grad()
-def nearest_other(class_embeddings: torch.Tensor, **search_options) -> torch.Tensor:
-    """Index of each class's nearest *other* class -> (C,) int64 (exact by default)."""
+def nearest_other(class_embeddings: torch.Tensor, m: int = 1, **search_options) -> torch.Tensor:
+    """The m nearest *other* classes of each class, nearest first -> (C,) for m=1, else (C, m).
+
+    Searches m+1 neighbours and removes the class itself (or, when duplicates tie with it,
+    the farthest of them), so no row contains its own index.
+    """
     c = class_embeddings.shape[0]
-    _, idx = knn_search(class_embeddings, class_embeddings, 2, **search_options)
-    self_first = idx[:, 0] == torch.arange(c, device=idx.device)
-    return torch.where(self_first, idx[:, 1], idx[:, 0])
+    m = min(m, c - 1)
+    _, idx = knn_search(class_embeddings, class_embeddings, m + 1, **search_options)
+    own = idx == torch.arange(c, device=idx.device).unsqueeze(1)
+    own[:, -1] |= ~own.any(1)
+    others = idx[~own].view(c, m)
+    return others[:, 0] if m == 1 else others
 
 
 def max_margin_loss(
@@ -27,8 +34,9 @@ def max_margin_loss(
 
     Args:
         class_embeddings: (C, d), C >= 2. margin: m, in the embeddings' distance units.
-        neighbours: optional (C,) precomputed nearest-other indices (e.g. refreshed every few
-            steps); searched when None.
+        neighbours: optional precomputed candidates, (C,) or (C, m) other-class indices
+            (e.g. from :func:`nearest_other`, refreshed every few steps); ``d_i`` is then the
+            minimum over the candidates. Searched exactly when None.
         **search_options: passed to :func:`esseg.knn.knn_search`.
 
     Returns:
@@ -39,5 +47,6 @@ def max_margin_loss(
         raise ValueError(f"max_margin_loss needs at least 2 classes; got C={c}")
     if neighbours is None:
         neighbours = nearest_other(class_embeddings.detach(), **search_options)
-    d = (class_embeddings - class_embeddings[neighbours]).pow(2).sum(1).clamp_min(1e-12).sqrt()
-    return torch.relu(margin - d).mean()
+    cand = neighbours.view(c, -1)
+    d2 = (class_embeddings.unsqueeze(1) - class_embeddings[cand]).pow(2).sum(-1).amin(1)
+    return torch.relu(margin - d2.clamp_min(1e-12).sqrt()).mean()

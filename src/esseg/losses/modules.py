@@ -9,7 +9,7 @@ from torch import nn
 from esseg.losses._common import valid_mask, zero_loss
 from esseg.losses.exact_ce import exact_cross_entropy
 from esseg.losses.knn_ce import knn_cross_entropy
-from esseg.losses.margin import max_margin_loss
+from esseg.losses.margin import max_margin_loss, nearest_other
 
 MODES = ("knn", "random", "exact")
 
@@ -30,6 +30,11 @@ class ESSLoss(nn.Module):
         ignore_index: label to skip. mode: ``"knn"``, ``"random"`` or ``"exact"``.
         query_stride: share kNN negatives within s x s pixel blocks (1 = every pixel).
         chunk_size: class chunk of the exact mode.
+        reg_refresh_every: recompute each class's ``reg_candidates`` nearest other classes
+            every this many training calls and take Eq. 7's minimum over them in between
+            (exact at refresh steps; O(C m d) per step instead of a C x C scan). ``None``
+            (default) = every call for C <= 4096, every 16 calls above. Eval mode always
+            searches exactly.
         **search_options: kNN search options (``backend="faiss"``, ``nlist=``, ...).
 
     Shapes:
@@ -46,6 +51,8 @@ class ESSLoss(nn.Module):
         mode: str = "knn",
         query_stride: int = 1,
         chunk_size: int | None = None,
+        reg_refresh_every: int | None = None,
+        reg_candidates: int = 8,
         **search_options,
     ):
         super().__init__()
@@ -53,8 +60,11 @@ class ESSLoss(nn.Module):
             raise ValueError(f"ESSLoss mode must be one of {', '.join(MODES)}; got {mode!r}")
         self.k, self.tau, self.margin, self.reg_weight = k, tau, margin, reg_weight
         self.ignore_index, self.mode, self.query_stride, self.chunk_size = ignore_index, mode, query_stride, chunk_size
+        self.reg_refresh_every, self.reg_candidates = reg_refresh_every, reg_candidates
         self.search_options = search_options
         self.terms: dict[str, torch.Tensor] = {}
+        self._reg_cache: torch.Tensor | None = None
+        self._calls = 0
 
     def forward(self, pixel_embeddings: torch.Tensor, labels: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
         if self.mode == "exact":
@@ -68,9 +78,20 @@ class ESSLoss(nn.Module):
                 ignore_index=self.ignore_index, negatives=self.mode, query_stride=self.query_stride,
                 **self.search_options,
             )
-        reg = max_margin_loss(class_embeddings, self.margin) if self.reg_weight else ce.new_zeros(())
+        reg = self._regulariser(class_embeddings) if self.reg_weight else ce.new_zeros(())
         self.terms = {"ce": ce.detach(), "reg": reg.detach()}
         return ce + self.reg_weight * reg
+
+    def _regulariser(self, class_embeddings: torch.Tensor) -> torch.Tensor:
+        c = class_embeddings.shape[0]
+        every = self.reg_refresh_every or (1 if c <= 4096 else 16)
+        if every == 1 or not self.training:
+            return max_margin_loss(class_embeddings, self.margin)
+        cache = self._reg_cache
+        if cache is None or cache.shape[0] != c or cache.device != class_embeddings.device or self._calls % every == 0:
+            cache = self._reg_cache = nearest_other(class_embeddings.detach(), m=self.reg_candidates).view(c, -1)
+        self._calls += 1
+        return max_margin_loss(class_embeddings, self.margin, neighbours=cache)
 
     def extra_repr(self) -> str:
         return (

@@ -11,7 +11,7 @@ from PIL import Image
 from esseg.cli import main
 from esseg.engine.predict import label_image
 
-from engine_tiny import NUM_CLASSES
+from engine_tiny import NUM_CLASSES, tiny_args
 
 
 def test_train_writes_checkpoints_and_logs(trained_run):
@@ -74,3 +74,13 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: esseg " + command in capsys.readouterr().out
+
+
+def test_baseline_and_data_workers_use_the_same_loop(tmp_path, capsys):
+    out = tmp_path / "baseline"
+    argv = ["train", *tiny_args(out), "--method", "baseline", "--iters", "1", "--set", "data.num_workers=1"]
+    assert main(argv) == 0
+    assert "trained to iteration 1" in capsys.readouterr().out
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["model_config"]["embedding_dim"] is None
+    assert [g["name"] for g in ckpt["optimizer"]["param_groups"]] == ["backbone", "head"]
