@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from esseg.knn import knn_search
 from esseg.losses import candidate_sq_dists, drop_target, knn_cross_entropy, knn_negatives, random_negatives
 
 
@@ -132,16 +133,18 @@ def test_out_of_range_label_names_the_value():
         knn_cross_entropy(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]), torch.randn(300, 3))
 
 
-def test_query_stride_shares_block_negatives():
+@pytest.mark.parametrize("h,w,s", [(6, 8, 2), (7, 5, 3), (8, 8, 4)])
+def test_query_stride_shares_block_negatives(h, w, s):
     g = torch.Generator().manual_seed(5)
-    b, d, h, w, c, k, s = 2, 6, 6, 8, 40, 4, 2
+    b, d, c, k = 2, 6, 40, 4
     x = unit(b, d, h, w, gen=g, dim=1).requires_grad_()
-    mu = unit(c, d, gen=g)
+    mu = unit(c, d, gen=g).requires_grad_()
     y = torch.randint(0, c, (b, h, w), generator=g)
     y[0, 0, 0] = 255
+    y[1, :s, :s] = 255  # a fully ignored block
     loss = knn_cross_entropy(x, y, mu, k=k, query_stride=s)
     # Oracle: each pixel uses the k+1 nearest classes of its block's mean embedding, minus target.
-    pooled = F.avg_pool2d(x.detach(), s)
+    pooled = F.avg_pool2d(x.detach(), s, s, ceil_mode=True)
     losses = []
     for bi in range(b):
         for i in range(h):
@@ -154,8 +157,24 @@ def test_query_stride_shares_block_negatives():
                 neg = [n for n in near if n != t][:k]
                 z = -((x[bi, :, i, j] - mu[[t] + neg]) ** 2).sum(1) / 0.05
                 losses.append(torch.logsumexp(z, 0) - z[0])
-    torch.testing.assert_close(loss, torch.stack(losses).mean())
+    ref = torch.stack(losses)
+    torch.testing.assert_close(loss, ref.mean())
+    for a, r in zip(torch.autograd.grad(loss, [x, mu]), torch.autograd.grad(ref.mean(), [x, mu])):
+        torch.testing.assert_close(a, r)
+    none = knn_cross_entropy(x, y, mu, k=k, query_stride=s, reduction="none")
+    assert none.shape == (b, h, w) and (none[y == 255] == 0).all()
+    torch.testing.assert_close(none[y != 255], ref.detach())
     assert not torch.allclose(loss, knn_cross_entropy(x, y, mu, k=k))
+
+
+def test_query_stride_with_all_other_classes_equals_full_softmax():
+    g = torch.Generator().manual_seed(7)
+    x = unit(2, 5, 8, 8, gen=g, dim=1).requires_grad_()
+    mu = unit(11, 5, gen=g).requires_grad_()
+    y = torch.randint(0, 11, (2, 8, 8), generator=g)
+    loss = knn_cross_entropy(x, y, mu, k=10, query_stride=4)
+    ref = F.cross_entropy(-torch.cdist(x.permute(0, 2, 3, 1).reshape(-1, 5), mu).pow(2) / 0.05, y.reshape(-1))
+    torch.testing.assert_close(loss, ref)
 
 
 def test_candidate_sq_dists_gradcheck():
@@ -177,3 +196,23 @@ def test_graph_keeps_no_gathered_candidates():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
         knn_cross_entropy(x, y, mu, k=k)
     assert max(sizes) <= n * d, max(sizes)
+
+
+def test_query_stride_with_approximate_backend_never_counts_a_class_twice():
+    g = torch.Generator().manual_seed(8)
+    x = unit(1, 4, 8, 8, gen=g, dim=1)
+    mu = unit(12, 4, gen=g)
+    y = torch.randint(0, 12, (1, 8, 8), generator=g)
+    opts = dict(backend="clustered", nlist=12, nprobe=2)  # 2 candidates, padded with repeats
+    loss = knn_cross_entropy(x, y, mu, k=5, query_stride=4, **opts)
+    pooled = F.avg_pool2d(x, 4, 4).permute(0, 2, 3, 1).reshape(-1, 4)
+    cand = knn_search(pooled, mu, 6, **opts)[1]
+    losses = []
+    for i in range(8):
+        for j in range(8):
+            t = int(y[0, i, j])
+            distinct = list(dict.fromkeys(cand[(i // 4) * 2 + j // 4].tolist()))
+            neg = [c for c in distinct if c != t][:5]
+            z = -((x[0, :, i, j] - mu[[t] + neg]) ** 2).sum(1) / 0.05
+            losses.append(torch.logsumexp(z, 0) - z[0])
+    torch.testing.assert_close(loss, torch.stack(losses).mean())

@@ -74,6 +74,7 @@ MAX_STUFF = 12
 MIN_HEAD_SHAPES = 12  # small class sets still cycle through this many shapes
 SCALE_RANGE = (0.25, 0.625)  # glyph's longer side / S (16-40 px at S=64)
 MAX_ROTATION = 15.0  # degrees
+PERIOD_FRAC = 1 / 11  # thing fill pattern period / S
 _FREQ_ORDER_SEED = 20240917  # fixed: the frequency order of thing classes is not a dataset seed
 
 
@@ -446,7 +447,7 @@ class GlyphScenes(SegmentationDataset):
             label[m] = c
         # things, back to front
         res = self._mask_res()
-        period = max(5.0, s / 11.0)
+        period = max(5.0, s * PERIOD_FRAC)
         for obj in layout.objects:
             cls = self.things[obj.class_id - self.num_stuff]
             alpha = self._place(cls.shape, res, obj)

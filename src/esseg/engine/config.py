@@ -9,7 +9,7 @@ built-in ``glyph_scenes`` dataset::
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
             class_embedding_poly_power, class_embedding_weight_decay, backbone_bn_momentum
-    train:  iters, batch_size, accum_steps, amp, sync_bn, device, seed, out_dir, resume,
+    train:  iters, batch_size, accum_steps, amp, sync_bn, device, num_threads, seed, out_dir, resume,
             stop_at, eval_every, save_every, log_every, eval_batch_size, num_vis, tensorboard
 
 Keys are addressed as ``section.key`` (``--set loss.k=8``). An unknown key or a value of the
@@ -31,6 +31,8 @@ from esseg.errors import ConfigError
 
 @dataclass
 class DataConfig:
+    """Which dataset, its splits and options, and the paired transforms (``data.*``)."""
+
     dataset: str = "glyph_scenes"
     root: Optional[str] = None
     options: dict = field(default_factory=dict)  # extra keyword arguments of the dataset class
@@ -49,6 +51,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The network: ESS (``embedding_dim`` channels) or the C-logit baseline (``model.*``)."""
+
     method: Literal["ess", "baseline"] = "ess"
     arch: str = "deeplabv3plus"
     encoder: str = "mobilenet_v2"
@@ -59,6 +63,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    """ESSLoss options (``loss.*``; ignored by the baseline)."""
+
     k: int = 7
     tau: float = 0.05
     margin: float = 0.5
@@ -69,6 +75,8 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    """SGD with per-group poly LR, the paper's recipe (``optim.*``, see ``esseg.build_optimizer``)."""
+
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -82,12 +90,15 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """Schedule, devices, checkpointing and logging (``train.*``; iterations, not epochs)."""
+
     iters: int = 1000
     batch_size: int = 8  # per process
     accum_steps: int = 1  # gradient accumulation: batch_size * accum_steps * world_size per step
     amp: bool = True  # mixed precision; only used on CUDA
     sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: Optional[int] = None  # torch CPU threads (torch.set_num_threads); None: torch's default
     seed: int = 0
     out_dir: str = "runs/default"
     resume: Optional[str] = None  # a checkpoint path, or "auto" for <out_dir>/last.pt if present
@@ -102,6 +113,8 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    """A full training config: the five sections."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -276,6 +289,7 @@ def validate(cfg: Config) -> None:
     for key in ("eval_every", "save_every", "log_every", "num_vis"):
         need(getattr(t, key) >= 0, f"train.{key} must be >= 0, got {getattr(t, key)}")
     need(t.stop_at is None or 1 <= t.stop_at <= t.iters, f"train.stop_at must be in [1, train.iters={t.iters}], got {t.stop_at}")
+    need(t.num_threads is None or t.num_threads >= 1, f"train.num_threads must be >= 1 or null, got {t.num_threads}")
     need(dt.num_workers >= 0, f"data.num_workers must be >= 0, got {dt.num_workers}")
     if dt.crop_size is not None:
         size = [dt.crop_size] * 2 if isinstance(dt.crop_size, int) else dt.crop_size

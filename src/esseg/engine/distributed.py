@@ -73,6 +73,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank (no-op in one process).
+
+    DDP broadcasts buffers at the start of each training forward, after which every rank updates
+    its BatchNorm statistics from its own batch; call this before evaluating so that all ranks
+    evaluate the same network, the one rank 0 saves.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src)
+
+
 def all_true(flag: bool, device: torch.device) -> bool:
     """True on every rank iff ``flag`` is True on every rank."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
@@ -82,4 +94,4 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return int(t.item()) == 0
 
 
-__all__ = ["DistInfo", "all_true", "barrier", "cleanup_distributed", "init_distributed", "resolve_device"]
+__all__ = ["DistInfo", "all_true", "barrier", "broadcast_buffers", "cleanup_distributed", "init_distributed", "resolve_device"]

@@ -10,6 +10,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from esseg.engine.config import apply_overrides, config_from_dict
+from esseg.engine.data import build_split, eval_loader
+from esseg.engine.distributed import cleanup_distributed, init_distributed
+from esseg.errors import CheckpointError
 from esseg.metrics import ConfusionMatrix
 
 
@@ -102,12 +107,6 @@ def evaluate_checkpoint(
     (``"data.root=/data/cityscapes"``) and ``updates`` (``{"data.root": ...}``). Under torchrun
     the work is sharded over the processes and every rank returns the same metrics.
     """
-    from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from esseg.engine.config import apply_overrides, config_from_dict
-    from esseg.engine.data import build_split, eval_loader
-    from esseg.engine.distributed import cleanup_distributed, init_distributed
-    from esseg.errors import CheckpointError
-
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(apply_overrides(ckpt["config"], overrides, updates))
     info, dev = init_distributed(device)

@@ -37,7 +37,7 @@ from esseg.engine.checkpoint import (
 )
 from esseg.engine.config import Config
 from esseg.engine.data import build_split, eval_loader, train_loader
-from esseg.engine.distributed import DistInfo, all_true, cleanup_distributed, init_distributed
+from esseg.engine.distributed import DistInfo, all_true, broadcast_buffers, cleanup_distributed, init_distributed
 from esseg.engine.evaluate import evaluate, predict_batch, summary, write_metrics
 from esseg.engine.logging import RunLogger
 from esseg.engine.visual import colorize, denormalize, get_palette, panel
@@ -173,6 +173,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     t = cfg.train
     out_dir = Path(t.out_dir)
     start_time = time.time()
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
     if t.sync_bn and info.enabled and device.type != "cuda":
         raise ConfigError("train.sync_bn needs CUDA devices; set train.sync_bn=false for CPU runs")
 
@@ -258,6 +260,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
 
             do_eval = (t.eval_every and done % t.eval_every == 0) or done == t.iters
             if do_eval:
+                broadcast_buffers(model)  # every rank evaluates rank 0's BatchNorm statistics
                 full = evaluate(model, val_loader, num_classes, ignore_index, device, class_names, amp=use_amp)
                 metrics = summary(full)
                 panels = []

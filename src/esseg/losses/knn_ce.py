@@ -65,6 +65,14 @@ def knn_negatives(
     return drop_target(idx, targets, k, class_embeddings.shape[0])
 
 
+def _repeats(idx: torch.Tensor) -> torch.Tensor:
+    """Mask of entries equal to an earlier entry of the same row."""
+    ordered, order = torch.sort(idx, dim=1, stable=True)
+    repeat = torch.zeros_like(idx, dtype=torch.bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    return torch.zeros_like(repeat).scatter_(1, order, repeat)
+
+
 @torch.no_grad()
 def drop_target(idx: torch.Tensor, targets: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
     """From (N, k+1) neighbours in ascending distance keep k distinct non-target classes.
@@ -73,11 +81,7 @@ def drop_target(idx: torch.Tensor, targets: torch.Tensor, k: int, num_classes: i
     return a class twice (when the probed clusters hold too few classes): repeats are dropped
     too and such short rows are topped up with random distinct non-target classes.
     """
-    drop = idx == targets.unsqueeze(1)
-    ordered, order = idx.sort(1)
-    repeat = torch.zeros_like(drop)
-    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    drop |= torch.zeros_like(drop).scatter_(1, order, repeat)
+    drop = (idx == targets.unsqueeze(1)) | _repeats(idx)
     kept = (~drop).sum(1)
     drop[:, -1] |= kept > k
     short = kept < k
@@ -113,20 +117,51 @@ def random_negatives(
     return picked + (picked >= targets.unsqueeze(1)).long()
 
 
-def _block_queries(
-    pixel_embeddings: torch.Tensor, valid: torch.Tensor, stride: int
+def _shared_negatives_loss(
+    pixel_embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    class_embeddings: torch.Tensor,
+    k: int,
+    tau: float,
+    ignore_index: int,
+    stride: int,
+    **search_options,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average-pool embeddings over stride x stride blocks; return the block queries each
-    valid pixel uses (Q, d) and, per valid pixel, the row of its block in that table (N,)."""
+    """Eq. 6 with negatives searched once per stride x stride block and shared by its pixels.
+
+    The block's query is its mean embedding (``avg_pool2d``); its k+1 nearest classes form the
+    candidate list. Each pixel then uses its target plus those candidates minus the target
+    (or minus the farthest when the target is absent), exactly as the per-pixel path does.
+    Logits for a whole block come from one batched matmul against its (k+1, d) candidates,
+    so no (N, k+1, d) gather is built or kept. Returns the per-pixel loss map (B, H, W)
+    (0 at ignored pixels) and the valid mask.
+    """
     b, d, h, w = pixel_embeddings.shape
-    pooled = F.avg_pool2d(pixel_embeddings.detach(), stride, stride, ceil_mode=True)
-    hb, wb = pooled.shape[2:]
-    ys = torch.arange(h, device=valid.device) // stride
-    xs = torch.arange(w, device=valid.device) // stride
-    block = (torch.arange(b, device=valid.device).view(b, 1, 1) * hb + ys.view(1, h, 1)) * wb + xs.view(1, 1, w)
-    block = block.reshape(-1)[valid]
-    used, inverse = torch.unique(block, return_inverse=True)
-    return pooled.permute(0, 2, 3, 1).reshape(-1, d)[used], inverse
+    s, num_classes = stride, class_embeddings.shape[0]
+    hp, wp = -(-h // s) * s, -(-w // s) * s
+    x = F.pad(pixel_embeddings, (0, wp - w, 0, hp - h))
+    y = F.pad(labels, (0, wp - w, 0, hp - h), value=ignore_index)
+    hb, wb, p = hp // s, wp // s, s * s
+    xb = x.view(b, d, hb, s, wb, s).permute(0, 2, 4, 3, 5, 1).reshape(-1, p, d)  # (blocks, P, d)
+    yb = y.view(b, hb, s, wb, s).permute(0, 1, 3, 2, 4).reshape(-1, p)
+    vb = yb != ignore_index
+    used = torch.nonzero(vb.any(1)).flatten()
+    xu, yu, vu = xb[used], yb[used], vb[used]
+    queries = F.avg_pool2d(pixel_embeddings.detach(), s, s, ceil_mode=True).permute(0, 2, 3, 1).reshape(-1, d)[used]
+    _, cand = knn_search(queries, class_embeddings.detach(), k + 1, **search_options)  # (U, k+1)
+    mu_c = class_embeddings[cand]  # (U, k+1, d)
+    x_sq = xu.pow(2).sum(-1, keepdim=True)
+    z = (torch.baddbmm(mu_c.pow(2).sum(-1).unsqueeze(1), xu, mu_c.transpose(1, 2), alpha=-2.0) + x_sq) / -tau
+    target = torch.where(vu, yu, torch.zeros_like(yu))
+    z_t = (xu - class_embeddings[target]).pow(2).sum(-1) / -tau  # (U, P)
+    drop = cand.unsqueeze(1) == target.unsqueeze(2)  # (U, P, k+1)
+    drop[..., -1] |= ~drop.any(-1)
+    drop |= _repeats(cand).unsqueeze(1)  # approximate backends may pad with repeated classes
+    z = z.masked_fill(drop, float("-inf"))
+    per_pixel = torch.logsumexp(torch.cat([z_t.unsqueeze(-1), z], -1), -1) - z_t
+    out = per_pixel.new_zeros(yb.shape).index_put((used,), torch.where(vu, per_pixel, 0.0))
+    out = out.view(b, hb, wb, s, s).permute(0, 1, 3, 2, 4).reshape(b, hp, wp)[:, :h, :w]
+    return out, labels != ignore_index
 
 
 def knn_cross_entropy(
@@ -163,7 +198,9 @@ def knn_cross_entropy(
         reduction: ``"mean"`` over valid pixels (0 when none), ``"sum"`` or ``"none"``
             (per-pixel loss in the label shape, 0 at ignored pixels).
         query_stride: search negatives once per s x s block (on the block's mean embedding)
-            and share them across the block's pixels; 1 searches every pixel. Needs 4-D input.
+            and share them across the block's pixels; 1 searches every pixel. Needs 4-D input;
+            applies to ``negatives="knn"``. s = 4 searches at the resolution of a DeepLabV3+
+            decoder, whose output is upsampled 4x.
         generator: RNG for ``negatives="random"``.
         **search_options: passed to :func:`esseg.knn.knn_search` (``backend=``, ...).
 
@@ -181,19 +218,20 @@ def knn_cross_entropy(
         raise ValueError(f"query_stride={query_stride} needs 4-D (B,d,H,W) embeddings and must be >= 1")
     x, y, shape = flatten_pixels(pixel_embeddings, labels)
     valid = valid_mask(y, num_classes, ignore_index)
+    k = min(k, num_classes - 1)
+    if valid.any() and negatives == "knn" and query_stride > 1:
+        per_pixel, valid = _shared_negatives_loss(
+            pixel_embeddings, labels, class_embeddings, k, tau, ignore_index, query_stride, **search_options
+        )
+        return reduce_loss(per_pixel[valid], valid.reshape(-1), shape, reduction)
     if not valid.any():
         zero = zero_loss(pixel_embeddings, class_embeddings)
         return zero if reduction != "none" else zero + x.new_zeros(shape)
     xv, yv = x[valid], y[valid]
-    k = min(k, num_classes - 1)
     if negatives == "random":
         neg = random_negatives(yv, num_classes, k, generator=generator)
-    elif query_stride == 1:
-        neg = knn_negatives(xv.detach(), yv, class_embeddings.detach(), k, **search_options)
     else:
-        queries, block = _block_queries(pixel_embeddings, valid, query_stride)
-        _, idx = knn_search(queries, class_embeddings.detach(), k + 1, **search_options)
-        neg = drop_target(idx[block], yv, k, num_classes)
+        neg = knn_negatives(xv.detach(), yv, class_embeddings.detach(), k, **search_options)
     candidates = torch.cat([yv.unsqueeze(1), neg], 1)  # target first
     logits = candidate_sq_dists(xv, class_embeddings, candidates).div(-tau)
     per_pixel = torch.logsumexp(logits, 1) - logits[:, 0]
