@@ -7,6 +7,7 @@ import argparse
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import gc
 import math
 import os
@@ -106,9 +107,12 @@ def format_bytes(n: float | None) -> str:
 
 
 def add_common_arguments(
-    p: argparse.ArgumentParser, full: dict, quick: dict, model: bool = True, k_help: str = "k"
+    p: argparse.ArgumentParser, full: dict, quick: dict, model: bool = True, k_help: str = "k", timed: bool = True
 ) -> None:
-    """The flags every ``esseg bench`` subcommand takes; defaults come from ``full`` / ``quick``."""
+    """The flags every ``esseg bench`` subcommand takes; defaults come from ``full`` / ``quick``.
+
+    ``model=False`` leaves out ``--arch``/``--encoder``; ``timed=False`` leaves out ``--repeats``.
+    """
 
     def dflt(name: str) -> str:
         f, q = full.get(name), quick.get(name, full.get(name))
@@ -124,7 +128,8 @@ def add_common_arguments(
         p.add_argument("--encoder", help=f"encoder, random init ({dflt('encoder')})")
     p.add_argument("--embedding-dim", type=int, metavar="D", help=f"ESS embedding dimension d ({dflt('embedding_dim')})")
     p.add_argument("--k", type=int, metavar="K", help=f"{k_help} ({dflt('k')})")
-    p.add_argument("--repeats", type=int, metavar="N", help=f"timed repeats, the median is reported ({dflt('repeats')})")
+    if timed:
+        p.add_argument("--repeats", type=int, metavar="N", help=f"timed repeats, the median is reported ({dflt('repeats')})")
     p.add_argument("--warmup", type=int, metavar="N", help=f"untimed warm-up repeats ({dflt('warmup')})")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch and FAISS (default: torch's default)")
     p.add_argument("--seed", type=int, default=0, help="seed of models and synthetic data (default 0)")
@@ -286,6 +291,7 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+@functools.lru_cache(maxsize=1)
 def _libc():
     if not sys.platform.startswith("linux"):
         return None

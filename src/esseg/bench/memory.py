@@ -41,7 +41,6 @@ from esseg.errors import EssegError
 HELP = "peak memory of one training step, baseline vs ESS, per number of classes (or --max-batch)"
 DESCRIPTION = __doc__.split("\n\n", 1)[0].replace("``", "")
 
-QUICK_MEMORY = dict(QUICK, warmup=1)
 # Copies of the full-resolution logits the baseline's step holds at once (upsampled logits,
 # log-softmax, their gradients): the lower bound used to skip configurations that cannot fit.
 BASELINE_LOGIT_COPIES = 4
@@ -57,7 +56,7 @@ MAX_BATCH_COLUMNS = report.CORE_COLUMNS + [
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``esseg bench memory``."""
-    add_common_arguments(p, FULL, QUICK_MEMORY, k_help="ESS negatives per pixel (ESSLoss k)")
+    add_common_arguments(p, FULL, QUICK, k_help="ESS negatives per pixel (ESSLoss k)", timed=False)
     p.add_argument("--baseline-max-classes", type=int, default=20000, metavar="C",
                    help="run the baseline only up to this C (default 20000; ESS runs every --classes)")
     p.add_argument("--max-batch", metavar="BUDGET",
@@ -67,8 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-limit", type=int, default=256, metavar="B",
                    help="largest batch the --max-batch search tries (default 256)")
     p.add_argument("--mem-limit", metavar="BYTES|none",
-                   help="skip configurations whose logits alone need more (default on CPU: 80%% of the memory "
-                        "available at the start; on CUDA none, out-of-memory is caught)")
+                   help="skip configurations whose logits alone need more, and --max-batch probes extrapolated "
+                        "to need more (default on CPU: 80%% of the memory available at the start; on CUDA none, "
+                        "out-of-memory is caught)")
     p.add_argument("--isolation", choices=MODES, default="fork",
                    help="fresh process per configuration: fork from a pre-imported server (default) or spawn")
     p.add_argument("--timeout", type=float, default=1800, metavar="S", help="seconds per configuration (default 1800)")
@@ -173,52 +173,65 @@ def find_max_batch(fits: Callable[[int], bool], start: int = 2, limit: int = 256
 
 
 class _ProbeError(Exception):
-    pass
+    """A probe failed for a reason other than memory: the search of that configuration stops."""
+
+
+def _probe_skip(s: Settings, args, method: str, num_classes: int, batch: int, budget: int, limit: int | None,
+                earlier: list[dict]) -> str | None:
+    why = _skip(s, method, num_classes, batch, args.baseline_max_classes, limit)
+    need = BASELINE_LOGIT_COPIES * logits_bytes(num_classes, batch * s.crop * s.crop)
+    if why is None and method == "baseline" and need > budget:
+        why = f"skipped: the logits alone need >= {format_bytes(need)}, over the budget"
+    measured = [p for p in earlier if p["status"] == "ok"]
+    if why is None and measured and limit is not None:  # do not let one probe exhaust the machine
+        ref = max(measured, key=lambda p: p["batch"])
+        guess = ref["peak_bytes"] * batch / ref["batch"]
+        if guess > limit:
+            why = f"skipped: ~{format_bytes(guess)} extrapolated from batch {ref['batch']}, over --mem-limit"
+    return why
+
+
+def _search(runner, s: Settings, args, method: str, num_classes: int, budget: int, limit: int | None) -> list[dict]:
+    """The probe rows of one (method, C) and its ``max_batch`` row."""
+    probes: list[dict] = []
+
+    def fits(batch: int) -> bool:
+        row = _row(s, method, num_classes, batch, "probe")
+        why = _probe_skip(s, args, method, num_classes, batch, budget, limit, probes)
+        row.update(_measure(runner, s, method, num_classes, batch) if why is None else dict(status="skipped", note=why))
+        row.update(fits=row["status"] == "ok" and row["peak_bytes"] <= budget, budget_bytes=budget)
+        probes.append(row)
+        verdict = "fits" if row["fits"] else row.get("note") or ("over budget" if row["status"] == "ok" else row["status"])
+        print(f"  probe {method:8s} C={num_classes:<7d} batch={batch:<4d} {format_bytes(row.get('peak_bytes')):>10s}  "
+              f"{verdict}", flush=True)
+        if row["status"] in ("error", "timeout"):
+            raise _ProbeError(row.get("note") or row["status"])
+        return row["fits"]
+
+    best, capped, status, note = 0, False, "ok", None
+    if method == "baseline" and num_classes > args.baseline_max_classes:
+        status, note = "skipped", f"skipped: C > --baseline-max-classes {args.baseline_max_classes}"
+    else:
+        try:
+            best, capped = find_max_batch(fits, args.min_batch, args.max_batch_limit)
+        except _ProbeError as err:
+            best, status, note = None, "error", str(err)
+    notes = [note,
+             f"no batch >= {args.min_batch} fits" if best == 0 and status == "ok" else None,
+             f"capped at --max-batch-limit {args.max_batch_limit}" if capped else None,
+             "larger batches skipped by --mem-limit"
+             if any("--mem-limit" in (p.get("note") or "") for p in probes) else None]
+    at_best = next((p for p in probes if p["batch"] == best and p["fits"]), {})
+    row = _row(s, method, num_classes, best, "max_batch")
+    row.update(status=status, note="; ".join(filter(None, notes)) or None, max_batch=best, budget_bytes=budget,
+               capped=capped, probes=len(probes), fits=bool(best),
+               **{key: at_best.get(key) for key in ("peak_bytes", "step_bytes", "seconds", "peak_method", "threads")})
+    return [*probes, row]
 
 
 def _max_batch_rows(runner, s: Settings, args, budget: int, limit: int | None) -> list[dict]:
-    rows = []
-    for num_classes in s.classes:
-        for method in METHODS:
-            probes: list[dict] = []
-
-            def fits(batch: int, method=method, num_classes=num_classes, probes=probes) -> bool:
-                row = _row(s, method, num_classes, batch, "probe")
-                why = _skip(s, method, num_classes, batch, args.baseline_max_classes, limit)
-                need = BASELINE_LOGIT_COPIES * logits_bytes(num_classes, batch * s.crop * s.crop)
-                if why is None and method == "baseline" and need > budget:
-                    why = f"skipped: the logits alone need >= {format_bytes(need)}, over the budget"
-                row.update(_measure(runner, s, method, num_classes, batch) if why is None else dict(status="skipped", note=why))
-                row["fits"] = row["status"] == "ok" and row["peak_bytes"] <= budget
-                row["budget_bytes"] = budget
-                probes.append(row)
-                print(f"  probe {method:8s} C={num_classes:<7d} batch={batch:<4d} "
-                      f"{format_bytes(row.get('peak_bytes')):>10s}  {'fits' if row['fits'] else row.get('note') or 'over budget'}",
-                      flush=True)
-                if row["status"] not in ("ok", "oom", "skipped", "killed"):
-                    raise _ProbeError(row.get("note") or row["status"])
-                return row["fits"]
-
-            if method == "baseline" and num_classes > args.baseline_max_classes:
-                best, capped, status, note = 0, False, "skipped", f"skipped: C > --baseline-max-classes {args.baseline_max_classes}"
-            else:
-                try:
-                    best, capped = find_max_batch(fits, args.min_batch, args.max_batch_limit)
-                    status, note = "ok", None
-                    if best == 0:
-                        note = f"no batch >= {args.min_batch} fits"
-                    elif capped:
-                        note = f"capped at --max-batch-limit {args.max_batch_limit}"
-                except _ProbeError as err:
-                    best, capped, status, note = None, False, "error", str(err)
-            rows.extend(probes)
-            at_best = next((p for p in probes if p["batch"] == best and p["fits"]), {})
-            row = _row(s, method, num_classes, best, "max_batch")
-            row.update(status=status, note=note, max_batch=best, budget_bytes=budget, capped=capped, probes=len(probes),
-                       fits=bool(best), peak_bytes=at_best.get("peak_bytes"), step_bytes=at_best.get("step_bytes"),
-                       seconds=at_best.get("seconds"), peak_method=at_best.get("peak_method"), threads=at_best.get("threads"))
-            rows.append(row)
-    return rows
+    return [row for num_classes in s.classes for method in METHODS
+            for row in _search(runner, s, args, method, num_classes, budget, limit)]
 
 
 def _peak_rows(runner, s: Settings, args, limit: int | None) -> list[dict]:
@@ -273,7 +286,7 @@ def max_batch_ratios(classes: list[int]) -> list[Ratio]:
 
 def run(args: argparse.Namespace) -> int:
     """``esseg bench memory``: measure, print, write ``memory.*`` (or ``max_batch.*``)."""
-    s = resolve_settings(args, FULL, QUICK_MEMORY)
+    s = resolve_settings(args, FULL, QUICK)
     device = resolve_device(s.device)
     budget = parse_bytes(args.max_batch) if args.max_batch else None
     if args.min_batch < 1 or args.max_batch_limit < args.min_batch:

@@ -113,11 +113,15 @@ class IsolatedRunner:
         if self._server is not None:
             server, self._server = self._server, None
             try:
-                server.stdin.close()
-                server.wait(timeout=10)
+                server.stdin.close()  # end of requests: an idle server exits at once
+                server.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired):
-                server.kill()
-                server.wait()
+                server.terminate()  # busy (we were interrupted): it kills its running child and exits
+                try:
+                    server.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
             server.stdout.close()
         self._tmp.cleanup()
 
@@ -178,6 +182,7 @@ def _wait(pid: int, timeout: float | None) -> tuple[int, bool]:
 def _child(request: dict) -> None:
     code = 1
     try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.dup2(2, 1)  # the task's prints go to stderr, never into the reply channel
         _write_json(request["result"], run_task(request["task"], request["params"]))
         code = 0
@@ -194,13 +199,23 @@ def serve(preload: list[str]) -> None:
         importlib.import_module(name)
     for spec in TASKS.values():
         importlib.import_module(spec.split(":")[0])
+    active: list[int] = []
+
+    def stop(signum, frame):  # terminated mid-task: take the running child along
+        for pid in active:
+            os.kill(pid, signal.SIGKILL)
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, stop)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
             _child(request)
+        active.append(pid)
         exitcode, timed_out = _wait(pid, request.get("timeout"))
+        active.remove(pid)
         print(json.dumps({"exitcode": exitcode, "timed_out": timed_out}), flush=True)
 
 

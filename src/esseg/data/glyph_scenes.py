@@ -37,20 +37,13 @@ from esseg.data import _glyphs
 from esseg.data.base import SegmentationDataset, default_ignore_index
 from esseg.errors import DatasetError
 
-# Saturated hue families (name, RGB); things only. Stuff colours are muted (saturation < 0.35).
-COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
-    ("red", (225, 25, 30)),
-    ("orange", (250, 135, 0)),
-    ("yellow", (245, 225, 0)),
-    ("lime", (150, 230, 20)),
-    ("green", (10, 150, 40)),
-    ("teal", (0, 170, 150)),
-    ("cyan", (0, 215, 250)),
-    ("blue", (30, 70, 235)),
-    ("violet", (125, 40, 215)),
-    ("magenta", (230, 0, 210)),
-    ("pink", (255, 130, 180)),
-    ("brown", (140, 75, 20)),
+# Colour families (things only): 12 hues 30 degrees apart, each vivid and dark (half value).
+# Stuff colours are muted (saturation < 0.35), so a saturated pixel is always a thing.
+_HUES = ("red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue", "violet", "magenta", "rose")
+COLOURS: tuple[tuple[str, tuple[float, float, float]], ...] = tuple(
+    (prefix + name, (i / len(_HUES), 0.95, value))  # (name, HSV)
+    for prefix, value in (("", 0.95), ("dark ", 0.5))
+    for i, name in enumerate(_HUES)
 )
 # Fill patterns (name, second tone). A pattern is geometry plus the tone of its marks
 # ("dark": 0.3 x the colour, "white"); look-alike geometries get different tones. Every
@@ -63,8 +56,6 @@ PATTERNS: tuple[tuple[str, str], ...] = (
     ("zigzag", "white"),
     ("checkered", "dark"),
     ("dotted", "white"),
-    ("grid", "dark"),
-    ("ringed", "dark"),
     ("crosshatched", "white"),
 )
 NUM_COMBOS = len(COLOURS) * len(PATTERNS)
@@ -245,15 +236,11 @@ def _second_tone(pattern: int, rgb: np.ndarray) -> np.ndarray:
 
 
 def _thing_rgb(colour: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    r, g, b = (c / 255.0 for c in COLOURS[colour][1])
-    h, s, v = colorsys.rgb_to_hsv(r, g, b)
+    h, s, v = COLOURS[colour][1]
     h = (h + rng.uniform(-0.012, 0.012)) % 1.0
     s = s * rng.uniform(0.85, 1.0)
-    v = v * rng.uniform(0.8, 1.0)
-    return tuple(255.0 * c for c in colorsys.hsv_to_rgb(h, s, v))
-
-
-# ---------------------------------------------------------------------------- the dataset
+    v = v * rng.uniform(0.85, 1.05)
+    return tuple(255.0 * min(1.0, c) for c in colorsys.hsv_to_rgb(h, s, v))
 
 
 def thing_classes(num_things: int, difficulty: float) -> list[ThingClass]:
@@ -361,7 +348,7 @@ class GlyphScenes(SegmentationDataset):
     def _make_palette(self) -> np.ndarray:
         pal = [np.add(STUFF[i][2], STUFF[i][3]) / 2 for i in range(self.num_stuff)]
         for t, cls in enumerate(self.things):
-            base = np.array(COLOURS[cls.colour][1], np.float64)
+            base = 255.0 * np.array(colorsys.hsv_to_rgb(*COLOURS[cls.colour][1]))
             shade = 1.0 - 0.5 * cls.pattern / (len(PATTERNS) - 1)
             jitter = np.random.default_rng(t).uniform(-30, 30, 3)
             pal.append(base * shade + jitter)

@@ -16,9 +16,9 @@ import torch
 
 # Tile of the (queries x database) distance matrix computed at once (16 MiB in fp32), so peak
 # memory does not grow with N or C; and the width of the groups whose minima prefilter top-k.
-TILE_ROWS = 256
-TILE_COLS = 16384
-GROUP = 16
+TILE_ROWS = 512
+TILE_COLS = 8192
+GROUP = 32
 
 
 def _check(queries: torch.Tensor, database: torch.Tensor, k: int) -> None:
@@ -63,7 +63,8 @@ def torch_exact_search(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact search in plain torch over (tile_rows x tile_cols) tiles of the distance matrix.
 
-    Each tile is one ``addmm`` (``||mu||^2 - 2 q.mu``) followed by an exact grouped top-k
+    Each tile is one matmul of ``[-2 q, 1]`` with ``[mu, ||mu||^2]`` (``= ||mu||^2 - 2 q.mu``,
+    no separate bias pass) followed by an exact grouped top-k
     (minima of ``group``-wide column groups select the candidate groups); per-tile results of
     a row block are merged by one more ``topk``. No (N x C) matrix is ever built.
 
@@ -79,15 +80,17 @@ def torch_exact_search(
     n, c = queries.shape[0], database.shape[0]
     tile_cols = max(group, tile_cols // group * group)
     pad = -c % group  # pad with unreachable vectors (||mu||^2 = inf) to whole groups
-    db = torch.cat([database, database.new_zeros(pad, database.shape[1])]) if pad else database
-    db_sq = torch.cat([database.pow(2).sum(1), database.new_full((pad,), float("inf"))])
+    db = torch.cat([database, database.new_zeros(pad, database.shape[1])])
+    db_aug = torch.cat([db, torch.cat([database.pow(2).sum(1), database.new_full((pad,), float("inf"))]).unsqueeze(1)], 1)
+    ones = queries.new_ones(min(n, tile_rows), 1)
     dists = queries.new_empty((n, k))
     idx = torch.empty((n, k), dtype=torch.long, device=queries.device)
     for s in range(0, n, tile_rows):
         q = queries[s : s + tile_rows]
+        q_aug = torch.cat([q * -2.0, ones[: q.shape[0]]], 1)
         vals, ids = [], []
         for t in range(0, db.shape[0], tile_cols):
-            d2 = torch.addmm(db_sq[t : t + tile_cols].unsqueeze(0), q, db[t : t + tile_cols].t(), alpha=-2.0)
+            d2 = q_aug @ db_aug[t : t + tile_cols].t()
             v, i = _tile_topk(d2, k, group)
             vals.append(v)
             ids.append(i + t)

@@ -1,0 +1,228 @@
+"""Export: class embeddings as files, and the model as a TorchScript or ONNX label-map graph.
+
+``export_embeddings`` writes ``class_embeddings.pt`` and ``.npy`` (the (C, d) embeddings the
+model classifies with, i.e. ``model.class_embeddings()``) and ``classes.tsv`` (index, name and
+the length of the raw learned ``class_table`` row).
+
+``export_model`` wraps the network in :class:`LabelMapModel`, whose output is the label map
+itself, so a deployment needs no esseg code: for ESS the nearest-class search
+``argmin_c ||x - mu_c||^2 = argmax_c (2 x.mu_c - ||mu_c||^2)`` is one matmul against the class
+table baked into the graph as a constant; for the baseline it is ``argmax`` over the logits.
+Before anything is written the exported graph is run on random images and compared with the
+eager model's ``predict``; a disagreement (other than an exact-tie flip) is an error.
+All files are written atomically (a temporary file in the target folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from esseg.engine.evaluate import predict_batch
+from esseg.errors import CheckpointError, EssegError
+from esseg.viz._io import atomic_write as _atomic
+from esseg.viz._io import atomic_write_text
+
+FORMATS = ("torchscript", "onnx")
+MULTIPLE = 32  # the encoders need H and W divisible by this; the graph pads like predict_batch
+TIE_TOLERANCE = 1e-4  # relative score gap under which a differing label counts as a tie
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def export_embeddings(checkpoint: str | Path, out_dir: str | Path) -> dict:
+    """Write an ESS checkpoint's class embeddings to ``out_dir``.
+
+    Files: ``class_embeddings.pt`` (a (C, d) float32 tensor, ``torch.load(..., weights_only=True)``),
+    ``class_embeddings.npy`` (the same array) and ``classes.tsv`` (header ``index, name, norm``;
+    ``norm`` is the length of the raw ``class_table`` row: all ~1 in the exported embeddings of
+    a normalising model, but informative for the learned table, see ``esseg viz norms``).
+
+    Returns:
+        ``{"pt", "npy", "tsv"}`` paths and ``embeddings`` (the (C, d) tensor written).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint)
+    if not getattr(model, "is_embedding", False):
+        raise CheckpointError(f"checkpoint {checkpoint} holds the softmax baseline, which has no class embeddings; "
+                              "export-embeddings needs an ESS checkpoint")
+    emb = model.class_embeddings().detach().float().cpu().contiguous()
+    norms = model.class_table.detach().float().norm(dim=1).cpu()
+    names = [str(n) for n in ckpt.get("class_names") or range(model.num_classes)]
+    if len(names) != model.num_classes:
+        names = [str(c) for c in range(model.num_classes)]
+    out = Path(out_dir)
+    pt = _atomic(out / "class_embeddings.pt", lambda tmp: torch.save(emb.clone(), tmp))
+
+    def write_npy(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.save(f, emb.numpy())
+
+    npy = _atomic(out / "class_embeddings.npy", write_npy)
+    clean = lambda s: s.replace("\t", " ").replace("\n", " ")  # noqa: E731
+    rows = "".join(f"{c}\t{clean(n)}\t{float(v):.6f}\n" for c, (n, v) in enumerate(zip(names, norms)))
+    tsv = atomic_write_text(out / "classes.tsv", "index\tname\tnorm\n" + rows)
+    return {"pt": pt, "npy": npy, "tsv": tsv, "embeddings": emb}
+
+
+# --------------------------------------------------------------------------------- model
+
+
+class LabelMapModel(nn.Module):
+    """An ESS or baseline model whose output is the label map: images (B, 3, H, W) -> (B, H, W) int64.
+
+    Pads H and W up to a multiple of 32 (like ``esseg.engine.evaluate.predict_batch``), runs the
+    network, upsamples to the padded size, crops back and classifies each pixel:
+
+    - ESS: ``argmin_c ||x - mu_c||^2``, computed as ``argmax_c (2 x.mu_c - ||mu_c||^2)``, one
+      matmul of the (normalised, if the model normalises) pixel embeddings with the
+      ``class_embeddings`` buffer (C, d), a constant in the exported graph;
+    - baseline: ``argmax_c`` of the logits.
+
+    Equals ``model.predict`` (up to exact ties) and holds only plain tensor ops, so it traces to
+    TorchScript and ONNX with dynamic batch, height and width.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.net = model.net
+        self.is_embedding = bool(getattr(model, "is_embedding", False))
+        self.normalize = bool(getattr(model, "normalize", False))
+        if self.is_embedding:
+            mu = model.class_embeddings().detach().float().clone()
+            self.register_buffer("class_embeddings", mu)
+            self.register_buffer("class_sq_norms", (mu * mu).sum(1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2], images.shape[-1]
+        x = F.pad(images, (0, (MULTIPLE - w % MULTIPLE) % MULTIPLE, 0, (MULTIPLE - h % MULTIPLE) % MULTIPLE))
+        out = F.interpolate(self.net(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        out = out[:, :, :h, :w]
+        if not self.is_embedding:
+            return out.argmax(1)
+        if self.normalize:
+            out = F.normalize(out, dim=1)
+        scores = 2 * torch.matmul(out.permute(0, 2, 3, 1), self.class_embeddings.t()) - self.class_sq_norms
+        return scores.argmax(-1)
+
+
+def random_images(size: int, seed: int = 0) -> list[torch.Tensor]:
+    """The check images: one (1, 3, size, size) and one (2, 3, size + 8, size - 5) (other batch and odd sizes)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 3, size, size, generator=g), torch.randn(2, 3, size + 8, max(8, size - 5), generator=g)]
+
+
+@torch.no_grad()
+def _score_gap(model: nn.Module, images: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per pixel, the eager model's |score(a) - score(b)| relative to the score size (ESS: -squared distance)."""
+    h, w = images.shape[-2:]
+    x = F.pad(images, (0, -w % MULTIPLE, 0, -h % MULTIPLE))
+    out = model(x)[:, :, :h, :w].float()
+    if getattr(model, "is_embedding", False):
+        pix = out.permute(0, 2, 3, 1)
+        mu = model.class_embeddings().detach().float()
+        sa, sb = -((pix - mu[a]) ** 2).sum(-1), -((pix - mu[b]) ** 2).sum(-1)
+    else:
+        sa, sb = out.gather(1, a[:, None])[:, 0], out.gather(1, b[:, None])[:, 0]
+    return (sa - sb).abs() / (1 + torch.maximum(sa.abs(), sb.abs()))
+
+
+def check_label_maps(model: nn.Module, images: torch.Tensor, expected: torch.Tensor, got, what: str) -> None:
+    """Raise EssegError unless ``got`` equals ``expected`` (the eager labels) except at exact ties."""
+    got = torch.as_tensor(got)
+    if tuple(got.shape) != tuple(expected.shape) or got.dtype != torch.int64:
+        raise EssegError(f"{what} returned {got.dtype} {tuple(got.shape)}; expected int64 {tuple(expected.shape)}; nothing written")
+    diff = got != expected
+    if not diff.any():
+        return
+    bad = diff & (_score_gap(model, images, expected, got.clamp(0, model.num_classes - 1)) > TIE_TOLERANCE)
+    if bad.any():
+        raise EssegError(f"{what} disagrees with the eager model's predict on {int(bad.sum())} of {expected.numel()} "
+                         f"pixels of a random {tuple(images.shape)} image; nothing written")
+
+
+def _trace(wrapper: nn.Module, example: torch.Tensor):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        return torch.jit.trace(wrapper, example, check_trace=False)
+
+
+def _onnx_modules():
+    try:
+        import onnx  # noqa: F401, PLC0415
+        import onnxruntime  # noqa: PLC0415
+    except ImportError as err:
+        raise EssegError(f'--format onnx needs the onnx and onnxruntime packages ({err.name} is missing); '
+                         'install them with pip install "esseg[onnx]", or use --format torchscript') from None
+    return onnxruntime
+
+
+def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscript", size: int = 64, seed: int = 0) -> dict:
+    """Export a checkpoint as a TorchScript or ONNX graph: images (B, 3, H, W) float -> labels (B, H, W) int64.
+
+    The graph (:class:`LabelMapModel`) takes images normalised like the training data
+    (ImageNet mean/std) of any batch size and height/width (padded internally to a multiple of
+    32). Before ``out`` is written, the saved artefact is reloaded and run on two random
+    images (see :func:`random_images`) and checked against the eager model's prediction.
+
+    Args:
+        fmt: ``"torchscript"`` (``torch.jit.load(out)``) or ``"onnx"`` (needs ``onnx`` and
+            ``onnxruntime``: ``pip install "esseg[onnx]"``; input ``images``, output ``labels``).
+        size: side of the square example image used for tracing and checking.
+
+    Returns:
+        ``{"path", "format", "checked": [image shapes], "method": "ess" | "baseline"}``.
+    """
+    if fmt not in FORMATS:
+        raise EssegError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if size < 8:
+        raise EssegError(f"--size must be >= 8; got {size}")
+    ort = _onnx_modules() if fmt == "onnx" else None
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint).float()
+    wrapper = LabelMapModel(model).eval()
+    images = random_images(size, seed)
+    expected = [predict_batch(model, x) for x in images]
+
+    def write(tmp: Path) -> None:
+        if fmt == "torchscript":
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated.*")
+                torch.jit.save(_trace(wrapper, images[0]), str(tmp))
+                loaded = torch.jit.load(str(tmp))
+            run = lambda x: loaded(x)  # noqa: E731
+        else:
+            _export_onnx(wrapper, images[0], tmp)
+            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            run = lambda x: torch.from_numpy(session.run(["labels"], {"images": x.numpy()})[0])  # noqa: E731
+        with torch.no_grad():
+            for x, want in zip(images, expected):
+                check_label_maps(model, x, want, run(x), f"the exported {fmt} model")
+
+    path = _atomic(Path(out), write)
+    return {"path": path, "format": fmt, "checked": [tuple(x.shape) for x in images],
+            "method": "ess" if wrapper.is_embedding else "baseline"}
+
+
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, "labels": {0: "batch", 1: "height", 2: "width"}}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (example,), str(path), input_names=["images"], output_names=["labels"],
+                              dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    except Exception as err:  # noqa: BLE001 - report any exporter failure as one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EssegError(f"ONNX export failed: {first}") from None
+
+
+__all__ = ["FORMATS", "LabelMapModel", "check_label_maps", "export_embeddings", "export_model",
+           "random_images"]
