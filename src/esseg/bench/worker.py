@@ -30,6 +30,8 @@ import time
 import traceback
 from pathlib import Path
 
+from esseg.errors import EssegError
+
 # Tasks a worker may run: name -> "module:function"; the function maps params (a JSON dict)
 # to a result dict with at least "status" ("ok", "oom", "error").
 TASKS = {
@@ -78,6 +80,8 @@ def _child_env() -> dict:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])  # the folder holding the esseg package
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # An import that asks torch.cuda.is_available() must not start CUDA in the fork server.
+    env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     return env
 
 
@@ -132,7 +136,8 @@ class IsolatedRunner:
         if json.loads(line or "{}").get("ready") is not True:
             server.kill()
             server.wait()
-            raise RuntimeError("the benchmark fork server did not start (see the messages above)")
+            raise EssegError("the benchmark fork server did not start (see the messages above); "
+                             "try --isolation spawn")
         return server
 
     def run(self, task: str, params: dict, timeout: float | None = None) -> dict:
@@ -206,6 +211,9 @@ def serve(preload: list[str]) -> None:
             os.kill(pid, signal.SIGKILL)
         os._exit(1)
 
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("CUDA was initialised while importing the preloaded modules; use --isolation spawn")
     signal.signal(signal.SIGTERM, stop)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

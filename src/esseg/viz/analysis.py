@@ -46,6 +46,7 @@ class Loaded:
 
     @property
     def is_embedding(self) -> bool:
+        """True for an ESS model (pixel and class embeddings), False for the baseline."""
         return bool(getattr(self.model, "is_embedding", False))
 
     @property
@@ -116,6 +117,12 @@ def pixel_embeddings(run: Loaded, image: torch.Tensor) -> torch.Tensor:
     ph, pw = -h % 32, -w % 32
     x = torch.nn.functional.pad(image[None].to(run.device), (0, pw, 0, ph))
     return run.model(x)[0, :, :h, :w].float().cpu()
+
+
+def data_name(data: DataOptions | None) -> str:
+    """``the val split`` or ``ade20k val``: what the data of a figure was, for its title."""
+    data = data or DataOptions()
+    return f"{data.dataset} {data.split}" if data.dataset else f"the {data.split} split"
 
 
 def _counts(dataset, num_samples: int | None) -> tuple[np.ndarray, int]:
@@ -202,8 +209,8 @@ def dendrogram_figure(checkpoint, out_dir, data: DataOptions | None = None, top:
     emb = run.model.class_embeddings().detach().float().cpu()[chosen].numpy()
     try:
         return figures.plot_dendrogram(emb, [names[c] for c in chosen], Path(out_dir) / "dendrogram.png", method,
-                                       title=f"clustering of the {len(chosen)} most frequent classes' embeddings "
-                                             f"(Fig. 12/13): {run.label}")
+                                       title=f"agglomerative clustering of class embeddings (Fig. 12/13)\n"
+                                             f"the {len(chosen)} most frequent classes of {data_name(data)}: {run.label}")
     except ValueError as err:  # an unknown linkage method
         raise EssegError(f"--linkage {method!r}: {str(err).splitlines()[0]}") from None
 

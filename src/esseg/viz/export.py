@@ -139,10 +139,13 @@ def check_label_maps(model: nn.Module, images: torch.Tensor, expected: torch.Ten
     got = torch.as_tensor(got)
     if tuple(got.shape) != tuple(expected.shape) or got.dtype != torch.int64:
         raise EssegError(f"{what} returned {got.dtype} {tuple(got.shape)}; expected int64 {tuple(expected.shape)}; nothing written")
+    out_of_range = (got < 0) | (got >= model.num_classes)
+    if out_of_range.any():
+        raise EssegError(f"{what} returned label {int(got[out_of_range][0])} outside [0, {model.num_classes}); nothing written")
     diff = got != expected
     if not diff.any():
         return
-    bad = diff & (_score_gap(model, images, expected, got.clamp(0, model.num_classes - 1)) > TIE_TOLERANCE)
+    bad = diff & (_score_gap(model, images, expected, got) > TIE_TOLERANCE)
     if bad.any():
         raise EssegError(f"{what} disagrees with the eager model's predict on {int(bad.sum())} of {expected.numel()} "
                          f"pixels of a random {tuple(images.shape)} image; nothing written")

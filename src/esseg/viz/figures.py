@@ -149,13 +149,14 @@ def plot_projection(image: np.ndarray, gt_color: np.ndarray, pixel_xy: np.ndarra
     for k, c in enumerate(class_ids):
         colour = _rgb(palette, c)
         pts = pixel_xy[pixel_labels == c]
-        ax_p.scatter(pts[:, 0], pts[:, 1], s=6, color=colour, alpha=0.6, linewidths=0)
+        ax_p.scatter(pts[:, 0], pts[:, 1], s=12 if len(pixel_xy) <= 500 else 6, color=colour, alpha=0.6, linewidths=0)
         ax_p.scatter(class_xy[k, 0], class_xy[k, 1], s=260, marker="*", color=colour, edgecolors="black",
                      linewidths=1.0, label=f"{short(class_names[c])} ({int((pixel_labels == c).sum())} px)", zorder=3)
     axis = "PC" if method == "pca" else "t-SNE "
     ax_p.set_xlabel(f"{axis}1")
     ax_p.set_ylabel(f"{axis}2")
-    ax_p.set_title(f"pixel embeddings (dots, {len(pixel_xy)} sampled) and class embeddings (stars), {method.upper()}")
+    name = {"pca": "PCA", "tsne": "t-SNE"}.get(method, method)
+    ax_p.set_title(f"pixel embeddings (dots, {len(pixel_xy)} sampled) and class embeddings (stars), {name}")
     if len(class_ids) <= 30:
         ax_p.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="ground-truth class",
                     title_fontsize=8, markerscale=0.6, frameon=False)
@@ -227,7 +228,7 @@ def plot_dendrogram(class_embeddings: np.ndarray, names: Sequence[str], path: st
     ax = fig.subplots()
     out = dendrogram(z, labels=labels, orientation="left", ax=ax, leaf_font_size=8, color_threshold=0.7 * z[:, 2].max())
     ax.set_xlabel(f"distance between class embeddings ({method} linkage)")
-    ax.set_title(title or f"agglomerative clustering of the {k} most frequent classes' embeddings (Fig. 12/13)")
+    ax.set_title(title or f"agglomerative clustering of {k} class embeddings (Fig. 12/13)", fontsize=10)
     # scipy draws leaves bottom to top with orientation="left"; report them top to bottom as seen
     return {**save_figure(fig, path), "leaves": list(out["ivl"])[::-1], "linkage": z}
 
@@ -269,7 +270,7 @@ def plot_class_iou(counts: np.ndarray, runs: list[tuple[str, Sequence[float | No
             width = 0.8 / len(runs)
             ax.bar(x + (j - (len(runs) - 1) / 2) * width, np.nan_to_num(y), width=width, color=colours[j], label=name)
         else:
-            ax.scatter(x, y, s=8, color=colours[j], alpha=0.5, linewidths=0)
+            ax.scatter(x, y, s=14, color=colours[j], alpha=0.6, linewidths=0)
             window = max(5, n // 25)
             kernel = np.ones(window)
             valid = ~np.isnan(y)
