@@ -93,3 +93,12 @@ def test_clustered_pads_when_probed_lists_are_small():
     d, i = ClusteredIndex(db, nlist=4).search(q, 3, nprobe=1)
     assert i.shape == (1, 3) and (i >= 0).all() and torch.isfinite(d).all()
     assert i[0, 0] == 0
+
+
+def test_clustered_search_in_blocks_equals_one_block():
+    g = torch.Generator().manual_seed(4)
+    q, db = torch.randn(300, 6, generator=g), torch.randn(500, 6, generator=g)
+    index = ClusteredIndex(db, nlist=20)
+    d1, i1 = index.search(q, 5, nprobe=3)
+    d2, i2 = index.search(q, 5, nprobe=3, block_elements=1)  # one query per block
+    assert torch.equal(i1, i2) and torch.equal(d1, d2)

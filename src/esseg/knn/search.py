@@ -195,14 +195,26 @@ class ClusteredIndex:
             self.max_size = int(counts.max())
 
     @torch.no_grad()
-    def search(self, queries: torch.Tensor, k: int, nprobe: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, d) queries -> ``(sq_dists, indices)`` (N, k) over the probed clusters only."""
+    def search(
+        self, queries: torch.Tensor, k: int, nprobe: int = 8, block_elements: int = 1 << 22
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, d) queries -> ``(sq_dists, indices)`` (N, k) over the probed clusters only.
+
+        Queries are processed in blocks so the (rows, nprobe * max cluster size, d) candidate
+        gather stays under ``block_elements`` floats.
+        """
         _check(queries, self.database, k)
         nprobe = max(1, min(nprobe, self.nlist))
-        probe = torch_exact_search(queries, self.centroids, nprobe)[1]  # (N, nprobe)
+        width = nprobe * self.max_size * queries.shape[1]
+        rows = max(1, block_elements // width)
+        parts = [self._search_block(queries[s : s + rows], k, nprobe) for s in range(0, queries.shape[0], rows)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _search_block(self, queries: torch.Tensor, k: int, nprobe: int) -> tuple[torch.Tensor, torch.Tensor]:
+        probe = torch_exact_search(queries, self.centroids, nprobe)[1]  # (n, nprobe)
         # Candidate slots: every member position of each probed cluster, padded to max_size.
         slot = torch.arange(self.max_size, device=queries.device)
-        start = self.offsets[probe].unsqueeze(-1)  # (N, nprobe, 1)
+        start = self.offsets[probe].unsqueeze(-1)  # (n, nprobe, 1)
         size = (self.offsets[probe + 1] - self.offsets[probe]).unsqueeze(-1)
         pos = (start + slot).reshape(queries.shape[0], -1)
         valid = (slot < size).reshape(queries.shape[0], -1)
