@@ -20,13 +20,20 @@ def test_knn_mode_is_ce_plus_weighted_margin(batch):
     x, y, mu = batch
     crit = ESSLoss(k=5, reg_weight=2.0)
     total = crit(x, y, mu)
-    ce, reg = knn_cross_entropy(x, y, mu, k=5), max_margin_loss(mu, 0.5)
+    ce, reg = knn_cross_entropy(x, y, mu, k=5, query_stride=4), max_margin_loss(mu, 0.5)
     torch.testing.assert_close(total, ce + 2.0 * reg)
     torch.testing.assert_close(crit.terms["ce"], ce.detach())
     torch.testing.assert_close(crit.terms["reg"], reg.detach())
     assert not crit.terms["ce"].requires_grad
     total.backward()
     assert mu.grad.abs().sum() > 0
+
+
+def test_per_pixel_search_option_and_flat_inputs(batch):
+    x, y, mu = batch
+    torch.testing.assert_close(ESSLoss(k=5, reg_weight=0, query_stride=1)(x, y, mu), knn_cross_entropy(x, y, mu, k=5))
+    flat_x, flat_y = x.permute(0, 2, 3, 1).reshape(-1, 6), y.reshape(-1)
+    torch.testing.assert_close(ESSLoss(k=5, reg_weight=0)(flat_x, flat_y, mu), knn_cross_entropy(x, y, mu, k=5))
 
 
 def test_exact_mode_and_no_regulariser(batch):

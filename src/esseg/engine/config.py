@@ -70,7 +70,7 @@ class LossConfig:
     margin: float = 0.5
     reg_weight: float = 1.0
     mode: Literal["knn", "random", "exact"] = "knn"
-    query_stride: int = 1
+    query_stride: int = 4  # share kNN negatives per 4x4 block (decoder resolution); 1 = every pixel
 
 
 @dataclass
