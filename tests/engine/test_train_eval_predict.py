@@ -84,3 +84,16 @@ def test_baseline_and_data_workers_use_the_same_loop(tmp_path, capsys):
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["model_config"]["embedding_dim"] is None
     assert [g["name"] for g in ckpt["optimizer"]["param_groups"]] == ["backbone", "head"]
+
+
+def test_unnormalised_ablation_trains_and_reloads(tmp_path):
+    from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+    out = tmp_path / "raw"
+    assert main(["train", *tiny_args(out, "--set", "model.normalize=false")]) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["model_config"]["normalize"] is False
+    model = model_from_checkpoint(ckpt)
+    assert model.normalize is False
+    emb = model(torch.randn(1, 3, 32, 32))
+    assert not torch.allclose(emb.norm(dim=1), torch.ones(1, 32, 32))

@@ -5,7 +5,7 @@ built-in ``glyph_scenes`` dataset::
 
     data:   dataset, root, options (extra dataset kwargs), val_options, train_split, val_split, crop_size,
             scale_range, flip, color_jitter, val_mode, num_workers
-    model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, output_stride
+    model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
             class_embedding_poly_power, class_embedding_weight_decay, backbone_bn_momentum
@@ -58,6 +58,7 @@ class ModelConfig:
     encoder: str = "mobilenet_v2"
     encoder_weights: Optional[str] = None
     embedding_dim: int = 12  # d; ignored by the baseline
+    normalize: bool = True  # L2-normalise pixel and class embeddings (ESS; False = the Table 2 ablation)
     output_stride: int = 16
 
 

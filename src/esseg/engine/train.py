@@ -62,6 +62,7 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
         arch=m.arch, encoder=m.encoder, num_classes=num_classes,
         embedding_dim=m.embedding_dim if m.method == "ess" else None,
         encoder_weights=m.encoder_weights, output_stride=m.output_stride,
+        **({"normalize": m.normalize} if m.method == "ess" else {}),
     )
 
 
