@@ -1,19 +1,10 @@
-"""Shared fixtures of the engine tests: one thread per test, one tiny trained run per session."""
+"""Shared fixtures of the engine tests: one tiny trained run per session."""
 
 import pytest
 import torch
 from engine_tiny import tiny_args
 
 from esseg.cli import main
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not crawl when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Shared fixtures of the viz tests: one thread per test, tiny trained checkpoints per session."""
+"""Shared fixtures of the viz tests: tiny trained checkpoints per session."""
 
 import pytest
 import torch
@@ -9,15 +9,6 @@ from esseg.engine.train import train
 NUM_CLASSES = 12
 SIZE = 32
 VAL_LENGTH = 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not crawl when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _train(out, method: str, iters: int):

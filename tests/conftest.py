@@ -1,4 +1,4 @@
-"""Benchmark tests run torch on one thread."""
+"""Fixtures shared by the whole suite."""
 
 import pytest
 import torch
@@ -6,9 +6,8 @@ import torch
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny shapes run fastest on one thread, and do not crawl when the CPU is shared."""
+    """Tests use tiny shapes: one torch thread runs them fastest and never spin-waits on a busy CPU."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
