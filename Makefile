@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the wheels this machine carries; elsewhere any torch>=2.4 works.
 	$(BIN)/python -m pip install -q "torch>=2.4" "torchvision>=0.19"
-	$(BIN)/python -m pip install -q -e ".[dev,faiss,viz]"
+	$(BIN)/python -m pip install -q -e ".[dev,faiss,viz,onnx]"
 	touch $(STAMP)
 
 install: $(STAMP)
