@@ -53,3 +53,19 @@ def test_poly_schedule_values():
 def test_poly_rejects_bad_total():
     with pytest.raises(ValueError, match="total_iters"):
         PolyLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), total_iters=0)
+
+
+def test_adamw_keeps_groups_and_uses_momentum_as_beta1():
+    model = create_model(num_classes=10, embedding_dim=6)
+    opt = build_optimizer(model, lr=1e-3, optimizer="adamw")
+    assert isinstance(opt, torch.optim.AdamW)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["backbone"]["lr"] == pytest.approx(1e-4) and groups["head"]["lr"] == 1e-3
+    assert groups["head"]["betas"] == (0.9, 0.999) and groups["class_embeddings"]["betas"] == (0.95, 0.999)
+    assert groups["class_embeddings"]["weight_decay"] == 0 and groups["head"]["weight_decay"] == 1e-4
+    sched = PolyLR(opt, total_iters=10)
+    opt.step()
+    sched.step()
+    assert groups["class_embeddings"]["lr"] == pytest.approx(1e-3 * 0.9**0.95)
+    with pytest.raises(ValueError, match="optimizer must be"):
+        build_optimizer(model, lr=1e-3, optimizer="lamb")

@@ -8,7 +8,7 @@ built-in ``glyph_scenes`` dataset::
     model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
-            class_embedding_poly_power, class_embedding_weight_decay, backbone_bn_momentum
+            class_embedding_poly_power, class_embedding_weight_decay, backbone_bn_momentum, optimizer
     train:  iters, batch_size, accum_steps, amp, sync_bn, device, num_threads, seed, out_dir, resume,
             stop_at, eval_every, save_every, log_every, eval_batch_size, num_vis, tensorboard
 
@@ -87,6 +87,7 @@ class OptimConfig:
     class_embedding_poly_power: float = 0.95
     class_embedding_weight_decay: float = 0.0
     backbone_bn_momentum: float = 0.01
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: the paper; adamw: same groups, momentum as beta1
 
 
 @dataclass
