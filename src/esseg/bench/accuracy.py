@@ -161,12 +161,13 @@ def resolve(args: argparse.Namespace) -> AccuracySettings:
         value = getattr(args, name)
         return defaults[name] if value is None else value
 
+    unique = lambda values: list(dict.fromkeys(values))  # noqa: E731
     s = AccuracySettings(
-        classes=parse_int_list(args.classes, "--classes") if args.classes else list(defaults["classes"]),
+        classes=unique(parse_int_list(args.classes, "--classes") if args.classes else defaults["classes"]),
         iters=pick("iters"), batch=pick("batch"), size=pick("size"), eval_every=pick("eval_every"),
         val_images=pick("val_images"), ablations=args.ablations,
-        ablation_classes=(parse_int_list(args.ablation_classes, "--ablation-classes") if args.ablation_classes
-                          else list(defaults["ablation_classes"])),
+        ablation_classes=unique(parse_int_list(args.ablation_classes, "--ablation-classes") if args.ablation_classes
+                                else defaults["ablation_classes"]),
         equal_memory=args.equal_memory, baseline_batch=args.baseline_batch, threads=args.threads, device=args.device,
         zipf=args.zipf, difficulty=args.difficulty, seed=args.seed, out=args.out, quick=args.quick,
         overrides=list(args.overrides), isolation=args.isolation,
