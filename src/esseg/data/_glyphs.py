@@ -23,6 +23,7 @@ import functools
 import os
 import unicodedata
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -238,10 +239,10 @@ def available_shapes() -> int:
     return len(_BANK.glyphs)
 
 
-def descriptors(n: int) -> np.ndarray:
-    """Binarised DESC x DESC descriptors (n, DESC*DESC) of the first ``n`` shapes."""
-    shapes(n)
-    return _BANK.descs[:n]
+def descriptors(glyphs: Sequence[Glyph]) -> np.ndarray:
+    """Binarised DESC x DESC descriptors (len(glyphs), DESC*DESC) of shapes from :func:`shapes`."""
+    index = {g: i for i, g in enumerate(_BANK.glyphs)}
+    return _BANK.descs[[index[g] for g in glyphs]]
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,26 +1,27 @@
 """``glyph_scenes``: a procedural segmentation dataset with 10 to 10,000+ classes, no download.
 
 A scene is an S x S image: a background of 1-3 "stuff" regions, each a procedural texture
-(clouds, bricks, waves, ...: they differ in pattern, not only colour, and are all muted), and
-2-5 foreground "thing" objects painted over it, later ones occluding earlier ones. A thing
-is a font glyph (``esseg.data._glyphs``) at random scale, position and a small rotation,
-filled with a two-tone pattern in a saturated colour.
+(clouds, bricks, waves, ...: they differ in pattern, not only in colour, and are all muted),
+and 2-5 foreground "thing" objects painted over it, later ones occluding earlier ones. A thing
+is a font glyph (``esseg.data._glyphs``) at a random scale (16-40 px at S=64), position and
+rotation (+-15 degrees), filled with a two-tone pattern in a saturated colour.
 
-A thing class is a triple (shape, fill pattern, colour family), so classes share factors the
-way real classes share parts. Colour (12 families) and pattern (10) are local cues a small
-CNN learns in minutes; shape is the hard, global cue. Classes are enumerated so that the
-(colour, pattern) combinations are used up before two classes have to share one, and
-``difficulty`` sets how many combinations are in use at all: at 0 all 120 are, so up to 120
-thing classes never need their shape to be told apart and C=5000 puts ~42 classes on each
-combination; at 1 every class has the same colour and pattern and only its shape tells it
-apart. Labels are hard: a pixel belongs to the top-most object whose anti-aliased alpha is
->= 0.5 there, else to the stuff region under it. No pixel is ignored.
+A thing class is a triple (shape, fill pattern, colour), so classes share factors the way real
+classes share parts. Colour (24: 12 hues x vivid/dark) and pattern (8) are local cues that a
+small CNN picks up in minutes; shape is the hard, global cue. Thing classes are enumerated so
+that the 192 (colour, pattern) combinations are used up before two classes share one, and
+``difficulty`` sets how many combinations are in use at all: at 0 all 192 are (up to 192 thing
+classes never need their shape; C=5000 puts ~26 classes on each combination), at 1 a single
+one is and only the shape tells classes apart.
 
-Class frequencies: thing classes are drawn with probability proportional to
-``rank ** -zipf`` (rank 1, 2, ... over a fixed pseudo-random order of the thing classes, so
-frequency is independent of how hard a class is; ``zipf=0`` is uniform); stuff classes are
-drawn uniformly. Every sample is a pure function of ``(seed, split, index)``; the splits use
-different random streams.
+Labels are hard: a pixel belongs to the top-most object whose anti-aliased alpha is >= 0.5
+there, else to the stuff region under it. No pixel is ignored (``ignore_index`` only matters
+for padding added by transforms).
+
+Frequencies: thing classes are drawn with probability proportional to ``rank ** -zipf`` (ranks
+1, 2, ... over a fixed pseudo-random order of the thing classes, so frequency does not follow
+difficulty; ``zipf=0`` is uniform); stuff classes are drawn uniformly. Every sample is a pure
+function of ``(seed, split, index)``; the splits use different random streams.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from esseg.data import _glyphs
 from esseg.data.base import SegmentationDataset, default_ignore_index
 from esseg.errors import DatasetError
 
-# Colour families (things only): 12 hues 30 degrees apart, each vivid and dark (half value).
-# Stuff colours are muted (saturation < 0.35), so a saturated pixel is always a thing.
+# Thing colours: 12 hues 30 degrees apart, each vivid and dark (about half the value).
+# Stuff colours are muted (HSV saturation < 0.5, things > 0.8).
 _HUES = ("red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue", "violet", "magenta", "rose")
 COLOURS: tuple[tuple[str, tuple[float, float, float]], ...] = tuple(
     (prefix + name, (i / len(_HUES), 0.95, value))  # (name, HSV)
@@ -98,7 +99,7 @@ class Layout:
     """Everything random about one scene; rendering it is deterministic."""
 
     stuff: tuple[int, ...]  # stuff class ids of the background regions
-    sites: np.ndarray  # (len(stuff), 2) Voronoi sites in px
+    sites: tuple[tuple[float, float], ...]  # one Voronoi site (x, y) px per region
     objects: tuple[PlacedObject, ...]
     texture_seed: int
 
@@ -109,7 +110,7 @@ class Layout:
 def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Smooth value noise in [0, 1]: a cells x cells random grid upsampled bicubically."""
     grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
-    up = Image.fromarray(grid, mode="F").resize((size, size), Image.BICUBIC)
+    up = Image.fromarray(grid).resize((size, size), Image.BICUBIC)
     return np.clip(np.asarray(up), 0.0, 1.0)
 
 
@@ -147,7 +148,10 @@ def _stuff_grass(rng, x, y, s):
 
 def _stuff_plaid(rng, x, y, s):
     p = s / rng.uniform(2.5, 3.5)
-    bands = lambda t: (np.mod(t, p) < 0.3 * p).astype(np.float32) + 0.5 * (np.mod(t + 0.5 * p, p) < 0.1 * p)
+
+    def bands(t):
+        return (np.mod(t, p) < 0.3 * p).astype(np.float32) + 0.5 * (np.mod(t + 0.5 * p, p) < 0.1 * p)
+
     return np.clip(0.5 * bands(x) + 0.5 * bands(y), 0, 1)
 
 
@@ -179,7 +183,7 @@ def _stuff_marble(rng, x, y, s):
     return np.abs(np.sin(2 * np.pi * ((x + y) / (0.5 * s) + 2.0 * turb))) ** 0.5
 
 
-# name, texture, dark tone, light tone (muted: things are saturated, stuff is not)
+# name, texture (rng, x, y, S) -> [0, 1], dark tone, light tone
 STUFF: tuple[tuple[str, Callable, tuple[int, int, int], tuple[int, int, int]], ...] = (
     ("clouds-grey", _stuff_clouds, (95, 100, 110), (200, 205, 210)),
     ("bricks-tan", _stuff_bricks, (150, 110, 80), (215, 205, 185)),
@@ -220,11 +224,6 @@ def _fill_pattern(pattern: int, u: np.ndarray, v: np.ndarray, period: float) -> 
     if name == "dotted":
         du, dv = np.mod(u, period) - half, np.mod(v, period) - half
         return du * du + dv * dv < (0.33 * period) ** 2
-    if name == "grid":
-        w = max(1.2, 0.3 * period)
-        return (np.mod(u, period) < w) | (np.mod(v, period) < w)
-    if name == "ringed":
-        return np.mod(np.hypot(u, v), period) < half
     if name == "crosshatched":
         w = max(1.2, 0.3 * period)
         return (np.mod((u + v) * 0.7071, period) < w) | (np.mod((u - v) * 0.7071, period) < w)
@@ -246,11 +245,13 @@ def _thing_rgb(colour: int, rng: np.random.Generator) -> tuple[float, float, flo
 def thing_classes(num_things: int, difficulty: float) -> list[ThingClass]:
     """The thing classes for a class set: (shape, pattern, colour) triples, easiest first.
 
-    Combination ``j`` (of ``NUM_COMBOS``) is colour ``j % 12`` with pattern
-    ``(j // 12 + j % 12) % 10`` (so the first 12 differ in colour and pattern). Only the first
-    ``round(NUM_COMBOS ** (1 - difficulty))`` combinations are used; thing ``t`` gets
-    combination ``t % n_combos`` and shape ``(t // n_combos + t % n_combos) % n_shapes``, which
-    gives classes that share a combination different shapes.
+    Combination ``j`` (of ``NUM_COMBOS`` = 24 colours x 8 patterns) is colour ``j % 24`` with
+    pattern ``(j // 24 + j % 24) % 8``, so consecutive classes differ in colour and pattern.
+    Only the first ``n_combos = round(NUM_COMBOS ** (1 - difficulty))`` combinations are used.
+    Thing ``t`` gets combination ``t % n_combos`` and shape ``(t // n_combos + t % n_combos) %
+    n_shapes`` of the first ``n_shapes = max(ceil(num_things / n_combos), min(12, num_things))``
+    shapes in ``_glyphs`` order: classes that share a combination get different shapes, and
+    small class sets still show a dozen shapes (a redundant cue there).
     """
     if not 0.0 <= difficulty <= 1.0:
         raise DatasetError(f"difficulty must be in [0, 1]; got {difficulty}")
@@ -277,16 +278,24 @@ class GlyphScenes(SegmentationDataset):
         transforms: paired transform ``(pil_image, label) -> (image, label)``; ``None`` only
             converts to tensors and normalises with the ImageNet mean/std.
         num_classes: total classes C, stuff included (>= 3; up to ~14,000 thing classes at
-            ``difficulty=1``, ~1.7 million at 0).
+            ``difficulty=1``, ~2.7 million at 0). The first ``num_stuff`` ids are stuff.
         size: scene side S in pixels.
         length: number of samples; default 10,000 for train, 500 for val/test.
         seed: dataset seed; sample ``i`` of split ``s`` depends only on ``(seed, s, i)``.
         zipf: Zipf exponent of thing-class frequencies (1.0 ~ LVIS-like long tail, 0 uniform).
         difficulty: in [0, 1]; how many thing classes share one (colour, pattern) combination
-            and must be told apart by shape alone: 0 uses all 120 combinations, 1 only one.
+            and must be told apart by shape alone: ``round(192 ** (1 - difficulty))``
+            combinations are in use, all 192 at 0, 14 at 0.5, one at 1.
         num_stuff: number of stuff (background texture) classes; default
             ``min(12, max(2, C // 4))``.
         num_objects: (min, max) things per scene, inclusive.
+
+    Attributes:
+        classes: C names, ``"stuff: bricks-tan"`` or ``"glyph U+25A0 ■, h-striped, dark red"``.
+        palette: (C, 3) uint8, each class's typical colour (jittered so entries differ).
+        things: the ``ThingClass`` (shape, pattern, colour) of ids ``num_stuff ...  C - 1``.
+        thing_probabilities: (C - num_stuff,) probability of each thing class per object draw.
+        class_frequencies: (C,) approximate expected share of pixels per class (sums to 1).
 
     Shapes:
         ``__getitem__`` -> image (3, S, S) float32, label (S, S) int64 in ``[0, C)``.
@@ -341,7 +350,8 @@ class GlyphScenes(SegmentationDataset):
         self.thing_probabilities = weights / weights.sum()
         self._thing_cdf = np.cumsum(self.thing_probabilities)
         self.class_frequencies = self._expected_pixel_shares()
-        self._grid_cache: dict = {}
+        y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+        self._xy = (x, y)  # pixel centres
 
     # ---- class set ---------------------------------------------------------------------
 
@@ -385,7 +395,7 @@ class GlyphScenes(SegmentationDataset):
         s = self.size
         k = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
         stuff = tuple(int(c) for c in rng.choice(self.num_stuff, size=min(k, self.num_stuff), replace=False))
-        sites = rng.uniform(0, s, size=(len(stuff), 2))
+        sites = tuple((float(a), float(b)) for a, b in rng.uniform(0, s, size=(len(stuff), 2)))
         objects = []
         for _ in range(int(rng.integers(self.num_objects[0], self.num_objects[1] + 1))):
             t = int(np.searchsorted(self._thing_cdf, rng.random() * self._thing_cdf[-1], side="right"))
@@ -407,16 +417,10 @@ class GlyphScenes(SegmentationDataset):
 
     # ---- rendering ---------------------------------------------------------------------
 
-    def _grid(self) -> tuple[np.ndarray, np.ndarray]:
-        if "xy" not in self._grid_cache:
-            y, x = np.mgrid[0 : self.size, 0 : self.size].astype(np.float32) + 0.5
-            self._grid_cache["xy"] = (x, y)
-        return self._grid_cache["xy"]
-
     def render(self, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
         """Pixels of a layout: (S, S, 3) uint8 image and (S, S) int64 label."""
         s = self.size
-        x, y = self._grid()
+        x, y = self._xy
         rng = np.random.default_rng(layout.texture_seed)
         # background: Voronoi regions of the sites with wobbly borders, one texture each
         wobble = 0.25 * s * (_noise(rng, s, 3) - 0.5)
@@ -438,8 +442,6 @@ class GlyphScenes(SegmentationDataset):
         for obj in layout.objects:
             cls = self.things[obj.class_id - self.num_stuff]
             alpha = self._place(cls.shape, res, obj)
-            if alpha is None:
-                continue
             theta = math.radians(obj.angle)
             dx, dy = x - obj.center[0], y - obj.center[1]
             u = math.cos(theta) * dx + math.sin(theta) * dy + obj.phase[0]
@@ -455,7 +457,7 @@ class GlyphScenes(SegmentationDataset):
     def _mask_res(self) -> int:
         return int(16 * math.ceil(SCALE_RANGE[1] * self.size / 16))
 
-    def _place(self, shape: _glyphs.Glyph, res: int, obj: PlacedObject) -> np.ndarray | None:
+    def _place(self, shape: _glyphs.Glyph, res: int, obj: PlacedObject) -> np.ndarray:
         """The glyph's alpha (S, S) float32 in [0, 1], scaled, rotated and moved to the object."""
         mask = _glyphs.mask(shape, res)
         scale = obj.size / res  # output px per mask px
@@ -469,4 +471,4 @@ class GlyphScenes(SegmentationDataset):
 
     def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
         image, label = self.render(self.layout(index))
-        return Image.fromarray(image, mode="RGB"), label
+        return Image.fromarray(image), label
