@@ -62,6 +62,29 @@ def test_labels_in_range_and_never_ignored(ds200):
     assert any(c < ds200.num_stuff for c in seen) and any(c >= ds200.num_stuff for c in seen)
 
 
+def test_labels_match_pixels():
+    """Pixels labelled with a solid thing class show that class's colour; stuff pixels are muted."""
+    ds = GlyphScenes(num_classes=200, length=50)
+    checked = 0
+    for i in range(50):
+        image, label = ds.load(i)
+        hsv = np.asarray(image.convert("HSV"), np.float64) / 255.0
+        for cid in np.unique(label):
+            region = hsv[label == cid]
+            if cid < ds.num_stuff:
+                assert np.median(region[:, 1]) < 0.5
+                continue
+            cls = ds.things[cid - ds.num_stuff]
+            if PATTERNS[cls.pattern][0] != "solid" or len(region) < 30:
+                continue
+            hue, sat, val = COLOURS[cls.colour][1]
+            dh = np.abs((np.median(region[:, 0]) - hue + 0.5) % 1.0 - 0.5)
+            assert dh < 0.03 and np.median(region[:, 1]) > 0.7
+            assert abs(np.median(region[:, 2]) - val) < 0.2  # vivid 0.95 vs dark 0.5
+            checked += 1
+    assert checked >= 5
+
+
 def test_ignore_index_above_255_classes():
     assert GlyphScenes(num_classes=300, length=1).ignore_index == 65535
 
@@ -128,6 +151,14 @@ def test_dedup_rejects_copies_and_mirror_images():
     assert kept.tolist() == [0, 1, 2]
     # against an already accepted set, too
     assert _glyphs._dedup(mirrored[asym], descs[asym]).tolist() == []
+
+
+@pytest.mark.slow
+def test_shape_only_class_set_at_5000():
+    ds = GlyphScenes(num_classes=5000, difficulty=1.0, length=1)
+    assert ds.num_classes == len(set(ds.classes)) == 5000
+    assert len({c.shape for c in ds.things}) == len(ds.things)  # one combination: shape is all
+    assert len({(c.colour, c.pattern) for c in ds.things}) == 1
 
 
 def test_small_class_sets_use_colour_and_pattern_before_shape():

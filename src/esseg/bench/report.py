@@ -14,11 +14,10 @@ import datetime
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from esseg._io import atomic_write
 from esseg.bench.common import Settings, format_bytes
 
 # The tidy columns every benchmark writes first (then its own columns).
@@ -103,16 +102,11 @@ def compute_ratio(rows: list[dict], ratio: Ratio) -> dict:
 
 
 def _atomic_write(path: Path, write: Callable[[io.IOBase], None], binary: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
             write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, to_file)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

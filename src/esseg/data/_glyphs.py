@@ -9,12 +9,11 @@ whose bitmap, cropped to its ink and fitted into a square preserving aspect, is
   16x16 binarised bitmaps, also after a horizontal flip (so flip augmentation cannot turn one
   class into another; "b"/"d", "<"/">" count as one shape).
 
-The order is fixed and prefix-stable: a few hand-picked blocky symbols first, then greedy
-farthest-point picks (most distinct x most solid next) among the most solid glyphs of the
-first font, then
-the rest of the first font by solidity (thick strokes first), then the other fonts' new
-shapes, each font by solidity. Everything is computed lazily
-once per process and cached in memory.
+The order is fixed and prefix-stable: the hand-picked blocky symbols of ``HEAD`` first, then
+greedy farthest-point picks (most distinct x most solid next) among the most solid glyphs of
+the first font, then the rest of the first font by solidity (thick strokes first), then each
+further font's new shapes by solidity. Fonts are rendered lazily, only as far as the shapes
+asked for need, once per process, and kept in memory (as are the masks of :func:`mask`).
 """
 
 from __future__ import annotations
@@ -207,7 +206,8 @@ class _ShapeBank:
         order = np.argsort([-g.solidity for g in glyphs], kind="stable")
         if not self.glyphs:  # first font: hand-picked head, then the most solid first
             head = [i for ch in HEAD for i, g in enumerate(glyphs) if g.codepoint == ord(ch)]
-            order = np.asarray(head + [i for i in order if i not in set(head)], np.int64)
+            head_set = set(head)
+            order = np.asarray(head + [i for i in order if i not in head_set], np.int64)
         keep = order[_dedup(descs[order], self.descs)]
         if not self.glyphs:
             num_head = sum(1 for i in keep[: len(HEAD)] if chr(glyphs[i].codepoint) in HEAD)

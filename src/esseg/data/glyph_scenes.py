@@ -47,8 +47,9 @@ COLOURS: tuple[tuple[str, tuple[float, float, float]], ...] = tuple(
     for i, name in enumerate(_HUES)
 )
 # Fill patterns (name, second tone). A pattern is geometry plus the tone of its marks
-# ("dark": 0.3 x the colour, "white"); look-alike geometries get different tones. Every
-# pattern maps to itself under a horizontal flip, so flip augmentation keeps labels valid.
+# ("dark": 0.3 x the colour, "white"); look-alike geometries get different tones. No pattern
+# turns into another under a horizontal flip (there is one diagonal, not "/" and "\"), so
+# flip augmentation keeps labels valid.
 PATTERNS: tuple[tuple[str, str], ...] = (
     ("solid", ""),
     ("h-striped", "dark"),

@@ -21,7 +21,7 @@ from esseg.engine.evaluate import evaluate, predict_batch
 from esseg.engine.visual import colorize, denormalize, get_palette
 from esseg.errors import CheckpointError, EssegError
 from esseg.viz import figures
-from esseg.viz._io import atomic_write_text
+from esseg._io import atomic_write_text
 from esseg.viz.embeddings import class_pixel_counts, embedding_rgb, project, sample_indices, subsample_pixels, top_classes
 
 

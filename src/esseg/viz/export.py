@@ -26,8 +26,8 @@ from torch import nn
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.evaluate import predict_batch
 from esseg.errors import CheckpointError, EssegError
-from esseg.viz._io import atomic_write as _atomic
-from esseg.viz._io import atomic_write_text
+from esseg._io import atomic_write as _atomic
+from esseg._io import atomic_write_text
 
 FORMATS = ("torchscript", "onnx")
 MULTIPLE = 32  # the encoders need H and W divisible by this; the graph pads like predict_batch

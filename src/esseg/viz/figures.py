@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from esseg.viz._io import atomic_write_bytes
+from esseg._io import atomic_write_bytes
 
 DPI = 100
 MAX_NAME = 32  # characters of a class name shown on a plot

@@ -1,4 +1,4 @@
-"""Atomic file writes for the figures and exports: a temporary file in the target folder, then ``os.replace``."""
+"""Atomic file writes: a temporary file in the target folder, then ``os.replace``."""
 
 from __future__ import annotations
 
