@@ -95,7 +95,8 @@ def test_palette_names_and_attributes(ds200):
     assert len(set(ds200.classes)) == 200
     assert all(n.startswith("stuff: ") for n in ds200.classes[: ds200.num_stuff])
     first = ds200.things[0]
-    assert ds200.classes[ds200.num_stuff] == f"glyph {first.shape.name}, {PATTERNS[first.pattern][0]}, {COLOURS[first.colour][0]}"
+    expected = f"glyph {first.shape.name}, {PATTERNS[first.pattern][0]}, {COLOURS[first.colour][0]}"
+    assert ds200.classes[ds200.num_stuff] == expected
     assert "U+25A0 ■" in ds200.classes[ds200.num_stuff]  # the first shape is the black square
     assert ds200.class_frequencies.shape == (200,)
     assert ds200.class_frequencies.sum() == pytest.approx(1.0)

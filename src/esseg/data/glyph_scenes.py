@@ -425,7 +425,8 @@ class GlyphScenes(SegmentationDataset):
         rng = np.random.default_rng(layout.texture_seed)
         # background: Voronoi regions of the sites with wobbly borders, one texture each
         wobble = 0.25 * s * (_noise(rng, s, 3) - 0.5)
-        dist = np.stack([np.hypot(x - sx, y - sy) + wobble * (i % 2 * 2 - 1) for i, (sx, sy) in enumerate(layout.sites)])
+        sign = (-1, 1)
+        dist = np.stack([np.hypot(x - sx, y - sy) + sign[i % 2] * wobble for i, (sx, sy) in enumerate(layout.sites)])
         region = np.argmin(dist, axis=0)
         image = np.empty((s, s, 3), np.float32)
         label = np.empty((s, s), np.int64)
