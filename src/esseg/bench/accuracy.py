@@ -33,7 +33,8 @@ import numpy as np
 
 from esseg.bench import report
 from esseg.bench.common import (
-    Settings, environment, format_bytes, load_warning, logits_bytes, parse_int_list, resolve_device, set_threads,
+    start,
+    Settings, format_bytes, logits_bytes, parse_int_list, resolve_device,
 )
 from esseg.bench.memory import BASELINE_LOGIT_COPIES, PRELOAD, find_max_batch
 from esseg.bench.report import fmt_seconds
@@ -700,10 +701,7 @@ def run(args: argparse.Namespace) -> int:
     for spec in runs:  # every config and dataset is checked before anything is trained or written
         spec.cfg = build_config(s, spec)
         datasets[spec.name] = check_config(spec.cfg)
-    set_threads(s.threads)
-    env = environment(resolve_device(s.device))
-    if warning := load_warning(env):
-        print(warning)
+    env = start(s, resolve_device(s.device))
     out = Path(s.out)
     print(f"esseg bench accuracy: {len(runs)} runs, C={','.join(map(str, s.classes))}, {s.iters} steps, batch {s.batch}, "
           f"{s.size}x{s.size} glyph scenes (zipf {s.zipf}), eval every {s.eval_every or s.iters} steps on "

@@ -445,6 +445,15 @@ def load_warning(env: dict) -> str | None:
 # ---------------------------------------------------------------------- training step
 
 
+
+def start(s: Settings, device: torch.device) -> dict:
+    """Set the thread count, describe the environment, and print a warning if the machine is busy."""
+    set_threads(s.threads)
+    env = environment(device)
+    if warning := load_warning(env):
+        print(warning)
+    return env
+
 def build_training(method: str, num_classes: int, s: Settings, device: torch.device):
     """Model, loss and optimiser of one training configuration, as a user gets them by default.
 

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, QUICK, Settings, add_common_arguments, blocky_labels, environment, load_warning, median, parse_int_list,
-    resolve_device, resolve_settings, set_threads, smooth_pixel_embeddings, time_repeats, unit_vectors,
+    start,
+    FULL, QUICK, Settings, add_common_arguments, blocky_labels, median, parse_int_list,
+    resolve_device, resolve_settings, smooth_pixel_embeddings, time_repeats, unit_vectors,
 )
 from esseg.bench.report import Ratio, fmt_seconds
 from esseg.errors import EssegError
@@ -158,11 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if s.k > min(s.classes):
         raise EssegError(f"--k {s.k} exceeds the smallest C={min(s.classes)}; use k <= C")
     faiss_ok = _faiss_available()
-    set_threads(s.threads)
-    env = environment(device)
+    env = start(s, device)
     env["faiss"] = __import__("faiss").__version__ if faiss_ok else None
-    if warning := load_warning(env):
-        print(warning)
     n = s.num_pixels
     print(f"esseg bench knn: N={n} queries ({args.queries}, "
           f"{s.batch}x{s.crop}x{s.crop}), d={s.embedding_dim}, k={s.k}, {s.device}, {env['threads']} threads", flush=True)

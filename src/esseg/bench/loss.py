@@ -29,8 +29,9 @@ import torch.nn.functional as F
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, IGNORE_INDEX, QUICK, MemoryMeter, Settings, add_common_arguments, blocky_labels, environment, exact_malloc,
-    format_bytes, load_warning, logits_bytes, median, memory_limit, release_free_memory, resolve_device,
+    start,
+    FULL, IGNORE_INDEX, QUICK, MemoryMeter, Settings, add_common_arguments, blocky_labels, exact_malloc,
+    format_bytes, logits_bytes, median, memory_limit, release_free_memory, resolve_device,
     resolve_settings, set_threads, skip_reason, smooth_pixel_embeddings, time_repeats, unit_vectors,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
@@ -137,10 +138,7 @@ def run(args: argparse.Namespace) -> int:
     s = resolve_settings(args, FULL, QUICK)
     device = resolve_device(s.device)
     limit = memory_limit(args.mem_limit, device)
-    set_threads(s.threads)
-    env = environment(device)
-    if warning := load_warning(env):
-        print(warning)
+    env = start(s, device)
     print(f"esseg bench loss: N={s.num_pixels} pixels ({s.batch}x{s.crop}x{s.crop}), d={s.embedding_dim}, k={s.k}, "
           f"{s.device}; one fresh process per configuration ({args.isolation})", flush=True)
     rows = []

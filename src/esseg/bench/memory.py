@@ -30,8 +30,9 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
+    start,
     FULL, METHODS, QUICK, MemoryMeter, Settings, add_common_arguments, build_training, check_model_settings,
-    environment, exact_malloc, format_bytes, load_warning, logits_bytes, make_batch, memory_limit, parse_bytes,
+    exact_malloc, format_bytes, logits_bytes, make_batch, memory_limit, parse_bytes,
     release_free_memory, resolve_device, resolve_settings, set_threads, skip_reason, train_step,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
@@ -293,10 +294,7 @@ def run(args: argparse.Namespace) -> int:
         raise EssegError(f"need 1 <= --min-batch <= --max-batch-limit; got {args.min_batch} and {args.max_batch_limit}")
     check_model_settings(s)
     limit = memory_limit(args.mem_limit, device)
-    set_threads(s.threads)
-    env = environment(device)
-    if warning := load_warning(env):
-        print(warning)
+    env = start(s, device)
     what = f"max batch under {format_bytes(budget)}" if budget else f"peak memory of one training step, batch {s.batch}"
     print(f"esseg bench memory: {what}, {s.arch}/{s.encoder}, crop {s.crop}, d={s.embedding_dim}, k={s.k}, "
           f"{s.device}; one fresh process per configuration ({args.isolation})", flush=True)

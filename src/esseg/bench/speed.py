@@ -21,9 +21,9 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings, environment,
-    is_out_of_memory, load_warning, logits_bytes, make_batch, median, memory_limit, resolve_device,
-    resolve_settings, set_threads, skip_reason, time_repeats, train_step,
+    start,
+    FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings, is_out_of_memory, logits_bytes, make_batch, median, memory_limit, resolve_device,
+    resolve_settings, skip_reason, time_repeats, train_step,
 )
 from esseg.bench.report import Ratio, fmt_seconds
 
@@ -100,10 +100,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(s.device)
     check_model_settings(s)
     limit = memory_limit(args.mem_limit, device)
-    set_threads(s.threads)
-    env = environment(device)
-    if warning := load_warning(env):
-        print(warning)
+    env = start(s, device)
     print(f"esseg bench speed: {s.arch}/{s.encoder}, batch {s.batch}, crop {s.crop}, d={s.embedding_dim}, k={s.k}, "
           f"{s.device}, {env['threads']} threads; {s.warmup} warm-up + {s.repeats} timed repeats", flush=True)
     rows = []

@@ -137,7 +137,7 @@ def _shared_negatives_loss(
     (0 at ignored pixels) and the valid mask.
     """
     b, d, h, w = pixel_embeddings.shape
-    s, num_classes = stride, class_embeddings.shape[0]
+    s = stride
     hp, wp = -(-h // s) * s, -(-w // s) * s
     x = F.pad(pixel_embeddings, (0, wp - w, 0, hp - h))
     y = F.pad(labels, (0, wp - w, 0, hp - h), value=ignore_index)
