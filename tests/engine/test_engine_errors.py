@@ -2,20 +2,11 @@
 
 import pytest
 import torch
-from PIL import Image
+from cli_checks import run_error
 from engine_tiny import NUM_CLASSES, tiny_args
+from PIL import Image
 
 import esseg.engine.train as train_module
-from esseg.cli import main
-
-
-def run_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("esseg: error:")]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 @pytest.mark.parametrize("extra, message", [

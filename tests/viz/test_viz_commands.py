@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+from cli_checks import run_error
 from conftest import NUM_CLASSES, VAL_LENGTH
 from PIL import Image
 
@@ -17,15 +18,6 @@ def png_size(path) -> tuple[int, int]:
         im.load()  # decodes the whole image
         assert im.format == "PNG"
         return im.size
-
-
-def run_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("esseg: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_norms_figure_notes_normalisation_on_the_plot(ess_ckpt, unnormalized_ckpt, tmp_path, capsys):

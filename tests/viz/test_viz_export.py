@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_checks import run_error
 from conftest import NUM_CLASSES
 
 from esseg.cli import main
@@ -13,16 +14,12 @@ from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.evaluate import predict_batch
 from esseg.errors import EssegError
 from esseg.models import EmbeddingSegmenter
-from esseg.viz.export import LabelMapModel, check_label_maps, export_model, random_images
-
-
-def run_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("esseg: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
+from esseg.viz.export import (
+    LabelMapModel,
+    check_label_maps,
+    export_model,
+    random_images,
+)
 
 
 def eager(path):
