@@ -33,8 +33,7 @@ import numpy as np
 
 from esseg.bench import report
 from esseg.bench.common import (
-    start,
-    Settings, format_bytes, logits_bytes, parse_int_list, resolve_device,
+    Settings, format_bytes, logits_bytes, parse_int_list, resolve_device, start,
 )
 from esseg.bench.memory import BASELINE_LOGIT_COPIES, PRELOAD, find_max_batch
 from esseg.bench.report import fmt_seconds

@@ -29,9 +29,8 @@ import torch.nn.functional as F
 
 from esseg.bench import report
 from esseg.bench.common import (
-    start,
     FULL, QUICK, Settings, add_common_arguments, blocky_labels, median, parse_int_list,
-    resolve_device, resolve_settings, smooth_pixel_embeddings, time_repeats, unit_vectors,
+    resolve_device, resolve_settings, smooth_pixel_embeddings, time_repeats, unit_vectors, start,
 )
 from esseg.bench.report import Ratio, fmt_seconds
 from esseg.errors import EssegError

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 
 from esseg.bench import report
 from esseg.bench.common import (
-    start,
     FULL, IGNORE_INDEX, QUICK, MemoryMeter, Settings, add_common_arguments, blocky_labels, exact_malloc,
     format_bytes, logits_bytes, median, memory_limit, release_free_memory, resolve_device,
-    resolve_settings, set_threads, skip_reason, smooth_pixel_embeddings, time_repeats, unit_vectors,
+    resolve_settings, set_threads, skip_reason, smooth_pixel_embeddings, time_repeats, unit_vectors, start,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner

@@ -30,10 +30,9 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    start,
     FULL, METHODS, QUICK, MemoryMeter, Settings, add_common_arguments, build_training, check_model_settings,
     exact_malloc, format_bytes, logits_bytes, make_batch, memory_limit, parse_bytes,
-    release_free_memory, resolve_device, resolve_settings, set_threads, skip_reason, train_step,
+    release_free_memory, resolve_device, resolve_settings, set_threads, skip_reason, train_step, start,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner

@@ -21,9 +21,8 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    start,
     FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings, is_out_of_memory, logits_bytes, make_batch, median, memory_limit, resolve_device,
-    resolve_settings, skip_reason, time_repeats, train_step,
+    resolve_settings, skip_reason, time_repeats, train_step, start,
 )
 from esseg.bench.report import Ratio, fmt_seconds
 
