@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from esseg.metrics import ConfusionMatrix, compute_metrics, confusion_matrix, format_table
+from esseg.metrics import ConfusionMatrix, compute_metrics, confusion_matrix, format_table, group_metrics
 
 IGNORE = 255
 
@@ -83,3 +83,19 @@ def test_format_table_in_percent():
     table = format_table(compute_metrics(EXPECTED))
     assert table.splitlines()[0].split() == ["PAcc", "mAcc", "mIoU", "fIoU"]
     assert table.splitlines()[1].split()[0] == "57.14"
+    m = compute_metrics(EXPECTED)
+    m.update(group_metrics(m, {"ab": [0, 1]}))
+    head, row = (line.split() for line in format_table(m).splitlines())
+    assert head == ["PAcc", "mAcc", "mIoU", "fIoU", "ab_mIoU", "ab_Acc"] and row[4:] == ["50.00", "66.67"]
+
+
+def test_group_metrics_by_hand():
+    m = compute_metrics(EXPECTED, ["a", "b", "c", "d"])
+    g = group_metrics(m, {"ab": [0, 1], "cd": [2, 3], "d": [3]})
+    # ab: IoU 1/2 and 1/2; (2 + 2) of 6 GT pixels right
+    assert g["ab_mIoU"] == pytest.approx(0.5) and g["ab_Acc"] == pytest.approx(4 / 6)
+    # cd: c has IoU 0, d none (excluded); 0 of 1 GT pixel right
+    assert g["cd_mIoU"] == 0.0 and g["cd_Acc"] == 0.0
+    # a group with neither IoU nor pixels reports 0, not NaN
+    assert g["d_mIoU"] == 0.0 and g["d_Acc"] == 0.0
+    assert set(g) == {"ab_mIoU", "ab_Acc", "cd_mIoU", "cd_Acc", "d_mIoU", "d_Acc"}

@@ -138,14 +138,45 @@ def compute_metrics(cm: torch.Tensor, class_names: Sequence[str] | None = None) 
     }
 
 
+def group_metrics(metrics: dict, groups: dict[str, Sequence[int]]) -> dict[str, float]:
+    """mIoU and pixel accuracy over subsets of the classes (e.g. glyph scenes' things and stuff).
+
+    For a group ``G`` (class indices), with the notation of the module docstring:
+    ``<G>_mIoU = mean of IoU_c over c in G with n_c + s_c > 0`` (0.0 when none) and
+    ``<G>_Acc = sum_{c in G} M[c, c] / sum_{c in G} n_c`` (the fraction of the group's
+    ground-truth pixels labelled right; 0.0 when the group has no pixels).
+
+    Args:
+        metrics: the dict of :func:`compute_metrics` (needs ``IoU``, ``Acc``, ``gt_pixels``).
+        groups: ``{name: class indices}``.
+
+    Returns:
+        ``{"<name>_mIoU": float, "<name>_Acc": float}`` for every group.
+    """
+    out: dict[str, float] = {}
+    for name, indices in groups.items():
+        ious = [metrics["IoU"][c] for c in indices if metrics["IoU"][c] is not None]
+        gt = sum(metrics["gt_pixels"][c] for c in indices)
+        hit = sum((metrics["Acc"][c] or 0.0) * metrics["gt_pixels"][c] for c in indices)
+        out[f"{name}_mIoU"] = float(sum(ious) / len(ious)) if ious else 0.0
+        out[f"{name}_Acc"] = float(hit / gt) if gt else 0.0
+    return out
+
+
 SUMMARY_KEYS = ("PAcc", "mAcc", "mIoU", "fIoU")
 
 
 def format_table(metrics: dict) -> str:
-    """A two-line table of the summary metrics in percent, e.g. for the terminal."""
-    head = "  ".join(f"{k:>7}" for k in SUMMARY_KEYS)
-    row = "  ".join(f"{100 * metrics[k]:7.2f}" for k in SUMMARY_KEYS)
+    """A two-line table of the summary metrics in percent, e.g. for the terminal.
+
+    Group metrics (``<group>_mIoU``, ``<group>_Acc`` from :func:`group_metrics`) follow as
+    extra columns when present.
+    """
+    keys = list(SUMMARY_KEYS) + [k for k, v in metrics.items() if k.endswith(("_mIoU", "_Acc")) and isinstance(v, float)]
+    width = max(7, *(len(k) for k in keys))
+    head = "  ".join(f"{k:>{width}}" for k in keys)
+    row = "  ".join(f"{100 * metrics[k]:{width}.2f}" for k in keys)
     return f"{head}\n{row}"
 
 
-__all__ = ["ConfusionMatrix", "compute_metrics", "confusion_matrix", "format_table", "SUMMARY_KEYS"]
+__all__ = ["ConfusionMatrix", "compute_metrics", "confusion_matrix", "format_table", "group_metrics", "SUMMARY_KEYS"]

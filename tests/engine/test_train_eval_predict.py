@@ -30,13 +30,21 @@ def test_train_writes_checkpoints_and_logs(trained_run):
     assert train[0]["lr/backbone"] == pytest.approx(0.1 * train[0]["lr/head"])
     (final,) = [r for r in records if r["kind"] == "eval"]
     assert final["iter"] == 2 and 0 <= final["mIoU"] <= 1
+    # glyph scenes' class groups: thing/stuff metrics equal group_metrics on the per-class numbers
+    from esseg.metrics import group_metrics
+
+    full = json.loads((trained_run / "eval_val.json").read_text())
+    num_stuff = sum(name.startswith("stuff") for name in full["class_names"])
+    expected = group_metrics(full, {"thing": range(num_stuff, NUM_CLASSES), "stuff": range(num_stuff)})
+    assert expected and all(final[key] == pytest.approx(value) for key, value in expected.items())
 
 
 def test_eval_prints_table_and_writes_json_and_csv(trained_run, tmp_path, capsys):
     out_json = tmp_path / "m.json"
     assert main(["eval", "--checkpoint", str(trained_run / "last.pt"), "--json", str(out_json), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert printed.splitlines()[0].split() == ["PAcc", "mAcc", "mIoU", "fIoU"]
+    groups = ["thing_mIoU", "thing_Acc", "stuff_mIoU", "stuff_Acc"]  # glyph scenes' class groups
+    assert printed.splitlines()[0].split() == ["PAcc", "mAcc", "mIoU", "fIoU", *groups]
     metrics = json.loads(out_json.read_text())
     assert metrics == json.loads((trained_run / "eval_val.json").read_text())  # same model, same data
     with (tmp_path / "m_per_class.csv").open() as f:

@@ -297,6 +297,8 @@ class GlyphScenes(SegmentationDataset):
         things: the ``ThingClass`` (shape, pattern, colour) of ids ``num_stuff ...  C - 1``.
         thing_probabilities: (C - num_stuff,) probability of each thing class per object draw.
         class_frequencies: (C,) approximate expected share of pixels per class (sums to 1).
+        class_groups: ``{"thing": range(num_stuff, C), "stuff": range(num_stuff)}``; evaluation
+            adds ``thing_mIoU``, ``thing_Acc``, ``stuff_mIoU``, ``stuff_Acc`` from it.
 
     Shapes:
         ``__getitem__`` -> image (3, S, S) float32, label (S, S) int64 in ``[0, C)``.
@@ -344,6 +346,8 @@ class GlyphScenes(SegmentationDataset):
         self.classes = tuple(f"stuff: {STUFF[i][0]}" for i in range(num_stuff)) + tuple(t.name for t in self.things)
         self.ignore_index = default_ignore_index(num_classes)
         self.palette = self._make_palette()
+        # evaluation reports thing_mIoU/thing_Acc and stuff_* next to the usual metrics
+        self.class_groups = {"thing": range(num_stuff, num_classes), "stuff": range(num_stuff)}
 
         n = len(self.things)
         rank = np.random.default_rng(_FREQ_ORDER_SEED).permutation(n)  # rank[t]: 0 = most frequent

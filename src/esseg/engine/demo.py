@@ -98,6 +98,13 @@ def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir
         "|" + "---|" * len(SUMMARY_KEYS),
         "| " + " | ".join(f"{100 * metrics[k]:.2f}" for k in SUMMARY_KEYS) + " |",
         "",
+    ]
+    groups = [k[: -len("_mIoU")] for k in metrics if k.endswith("_mIoU") and isinstance(metrics[k], float)]
+    if groups:
+        lines += ["By class group: " + "; ".join(
+            f"{g} mIoU {100 * metrics[g + '_mIoU']:.2f}, pixel accuracy {100 * metrics[g + '_Acc']:.2f}" for g in groups
+        ) + ".", ""]
+    lines += [
         f"Best classes (IoU %): {fmt(ious[:5])}.",
         f"Worst classes (IoU %): {fmt(ious[-5:][::-1])}.",
         "",

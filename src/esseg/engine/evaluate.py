@@ -15,7 +15,7 @@ from esseg.engine.config import apply_overrides, config_from_dict
 from esseg.engine.data import build_split, eval_loader
 from esseg.engine.distributed import cleanup_distributed, init_distributed
 from esseg.errors import CheckpointError
-from esseg.metrics import ConfusionMatrix
+from esseg.metrics import ConfusionMatrix, group_metrics
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -49,13 +49,15 @@ def evaluate(
     class_names=None,
     amp: bool = False,
     progress: bool = False,
+    class_groups: dict | None = None,
 ) -> dict:
     """Single-scale evaluation of ``model`` on ``loader`` -> :func:`esseg.metrics.compute_metrics`.
 
     Under torchrun each rank evaluates its shard of the data (see ``engine.data.eval_loader``)
     and the confusion matrices are summed over ranks before the metrics are computed, so every
     rank returns the same numbers, equal to a single-process run. The model's train/eval mode
-    is restored afterwards.
+    is restored afterwards. ``class_groups`` (``{name: class indices}``, e.g. a dataset's
+    ``class_groups``) adds ``<name>_mIoU`` and ``<name>_Acc`` (:func:`esseg.metrics.group_metrics`).
     """
     device = torch.device(device)
     model = unwrap(model)
@@ -67,7 +69,10 @@ def evaluate(
         cm.update(pred, labels.to(device, non_blocking=True))
     cm.all_reduce()
     model.train(was_training)
-    return cm.compute(class_names)
+    metrics = cm.compute(class_names)
+    if class_groups:
+        metrics.update(group_metrics(metrics, class_groups))
+    return metrics
 
 
 def summary(metrics: dict) -> dict:
@@ -122,7 +127,7 @@ def evaluate_checkpoint(
                              cfg.data.num_workers, pin_memory=dev.type == "cuda")
         names = [str(c) for c in dataset.classes]
         return evaluate(model, loader, dataset.num_classes, dataset.ignore_index, dev, names,
-                        progress=progress and info.is_main)
+                        progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None))
     finally:
         cleanup_distributed()
 

@@ -42,6 +42,7 @@ from esseg.engine.evaluate import evaluate, predict_batch, summary, write_metric
 from esseg.engine.logging import RunLogger
 from esseg.engine.visual import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
+from esseg.metrics import SUMMARY_KEYS
 
 
 class NonFiniteLossError(EssegError):
@@ -262,14 +263,16 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
             do_eval = (t.eval_every and done % t.eval_every == 0) or done == t.iters
             if do_eval:
                 broadcast_buffers(model)  # every rank evaluates rank 0's BatchNorm statistics
-                full = evaluate(model, val_loader, num_classes, ignore_index, device, class_names, amp=use_amp)
+                full = evaluate(model, val_loader, num_classes, ignore_index, device, class_names, amp=use_amp,
+                                class_groups=getattr(val_set, "class_groups", None))
                 metrics = summary(full)
                 panels = []
                 if info.is_main and t.tensorboard and t.num_vis:
                     panels = prediction_panels(model, val_set, t.num_vis, device, ignore_index, palette, use_amp)
                 logger.log_eval(done, cfg.data.val_split, metrics, panels)
                 if info.is_main:
-                    tqdm.write(f"iter {done}: " + "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in ("PAcc", "mAcc", "mIoU", "fIoU")))
+                    shown = [k for k in metrics if k in SUMMARY_KEYS or k.endswith(("_mIoU", "_Acc"))]
+                    tqdm.write(f"iter {done}: " + "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in shown))
                     write_metrics(full, out_dir / f"eval_{cfg.data.val_split}.json", out_dir / f"eval_{cfg.data.val_split}_per_class.csv")
                 if best_miou is None or metrics["mIoU"] > best_miou:
                     best_miou = metrics["mIoU"]
