@@ -52,6 +52,7 @@ QUICK = dict(classes=[8, 16], iters=4, batch=4, size=32, eval_every=2, val_image
 MIN_BATCH = 2  # BatchNorm (ASPP image pooling) cannot train on one image
 EVAL_BATCH = 20
 METRICS = ("PAcc", "mAcc", "mIoU", "fIoU", "thing_mIoU", "stuff_mIoU")
+CURVE_METRICS = ("PAcc", "mAcc", "mIoU", "fIoU", "thing_mIoU", "thing_Acc", "stuff_mIoU")
 # name suffix -> (label, the config change) of the leave-one-out ablations (paper Table 2)
 ABLATIONS = {
     "random": ("random negatives", {"loss.mode": "random"}),
@@ -69,7 +70,7 @@ COLUMNS = report.CORE_COLUMNS + [
     "name", "variant", "status", "iters", "train_seconds", "s_per_iter", *METRICS, "num_valid_classes",
     "loss_mode", "normalize", "reg_weight", "batch_rule", "threads", "sessions", "reused", "run_dir", "note",
 ]
-CURVE_COLUMNS = ["name", "method", "variant", "C", "batch", "iter", "train_seconds", "PAcc", "mAcc", "mIoU", "fIoU"]
+CURVE_COLUMNS = ["name", "method", "variant", "C", "batch", "iter", "train_seconds", *CURVE_METRICS]
 CLASS_COLUMNS = ["name", "method", "variant", "C", "class_id", "class_name", "frequency", "IoU", "gt_pixels"]
 
 
@@ -197,10 +198,21 @@ def resolve(args: argparse.Namespace) -> AccuracySettings:
 
 
 def ess_defaults(num_classes: int) -> tuple[int, int]:
-    """(embedding_dim d, k) of ESS at C classes, as in ``configs/glyph_c{20,200,2000}_ess.yaml``."""
-    d = 6 if num_classes <= 32 else 12 if num_classes <= 512 else 32
-    k = 7 if num_classes <= 32 else 8
-    return d, min(k, num_classes - 1)
+    """(embedding_dim d, k) of ESS at C classes in this experiment, as in ``configs/demo.yaml``.
+
+    d = 64 and k = 32 (k = C - 1, the exact softmax, below 33 classes; d = 16 below 33 classes):
+    the settings that learned fastest from random init on CPU (docs/RESULTS.md, "Why ESS
+    learned slowly"); the paper's d = 12, k = 8 assume an ImageNet-pretrained backbone.
+    """
+    d = 16 if num_classes <= 32 else 64
+    return d, min(32, num_classes - 1)
+
+
+# The from-scratch CPU recipe of `esseg demo` (configs/demo.yaml), for both methods.
+RECIPE = {
+    "loss": {"tau": 0.1},
+    "optim": {"optimizer": "adamw", "lr": 0.01, "backbone_lr_mult": 1.0, "backbone_bn_momentum": 0.1},
+}
 
 
 def base_config(s: AccuracySettings, num_classes: int) -> dict:
@@ -213,8 +225,8 @@ def base_config(s: AccuracySettings, num_classes: int) -> dict:
                  "val_options": {"length": s.val_images}},
         "model": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "encoder_weights": None, "embedding_dim": d,
                   "output_stride": 16},
-        "loss": {"k": k},
-        "optim": {"lr": 0.01},
+        "loss": {"k": k, **RECIPE["loss"]},
+        "optim": dict(RECIPE["optim"]),
         "train": {"iters": s.iters, "batch_size": s.batch, "device": s.device, "num_threads": s.threads,
                   "seed": s.seed, "resume": "auto", "eval_every": s.eval_every, "save_every": 0,
                   # a train record right before every evaluation: the clock of the learning curves
@@ -403,7 +415,7 @@ def learning_curve(records: list[dict], sessions: list[dict]) -> list[dict]:
             last = t
         elif kind == "eval":
             points[rec["iter"]] = {"iter": rec["iter"], "train_seconds": clock,
-                                   **{k: rec.get(k) for k in ("PAcc", "mAcc", "mIoU", "fIoU")}}
+                                   **{k: rec.get(k) for k in CURVE_METRICS}}
             last = t
     return [points[i] for i in sorted(points)]
 
@@ -421,11 +433,6 @@ def wall_seconds(records: list[dict], sessions: list[dict]) -> float:
     return total
 
 
-def _split_miou(ious: list, ids: range) -> float | None:
-    values = [ious[i] for i in ids if ious[i] is not None]
-    return float(np.mean(values)) if values else None
-
-
 def collect(spec: RunSpec, dataset, state: dict, reused: bool) -> tuple[dict, list[dict], list[dict]]:
     """The run's row, learning-curve points and per-class IoU rows, from the files in its folder."""
     cfg = spec.cfg
@@ -440,10 +447,7 @@ def collect(spec: RunSpec, dataset, state: dict, reused: bool) -> tuple[dict, li
                s_per_iter=train_seconds / cfg.train.iters if train_seconds else None,
                sessions=len(sessions), reused=reused)
     row.update({k: full.get(k) for k in ("PAcc", "mAcc", "mIoU", "fIoU", "num_valid_classes")})
-    num_stuff = getattr(dataset, "num_stuff", None)
-    if num_stuff is not None:
-        row.update(thing_mIoU=_split_miou(full["IoU"], range(num_stuff, len(full["IoU"]))),
-                   stuff_mIoU=_split_miou(full["IoU"], range(num_stuff)))
+    row.update({k: full.get(k) for k in ("thing_mIoU", "stuff_mIoU")})  # glyph scenes' class groups
     ident = dict(name=spec.name, method=spec.method, variant=spec.variant, C=spec.num_classes)
     curves = [dict(ident, batch=spec.batch, **p) for p in curve]
     freq = getattr(dataset, "class_frequencies", None)
@@ -631,12 +635,16 @@ def draw_curves(axes, s: AccuracySettings, rows: list[dict], curves: list[dict])
             pts = [p for p in curves if p["name"] == r["name"] and p.get("mIoU") is not None]
             if not pts:  # an equal-memory run that is the equal-batch run
                 continue
+            things = [p for p in pts if p.get("thing_mIoU") is not None]
             for row, x in ((0, "iter"), (1, "train_seconds")):
-                grid[row][col].plot([p[x] for p in pts], [100 * p["mIoU"] for p in pts], marker=".", label=_label(r))
+                (line,) = grid[row][col].plot([p[x] for p in pts], [100 * p["mIoU"] for p in pts], marker=".", label=_label(r))
+                if things:  # glyph scenes: the thing classes alone, dashed, same colour
+                    grid[row][col].plot([p[x] for p in things], [100 * p["thing_mIoU"] for p in things], ls="--",
+                                        color=line.get_color(), label=f"{_label(r)}: thing mIoU")
         for row, xlabel in ((0, "training steps"), (1, "training seconds (without evaluations)")):
             ax = grid[row][col]
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("validation mIoU (%)")
+            ax.set_ylabel("validation mIoU (%), dashed: thing classes")
             ax.set_title(title, fontsize=9)
             ax.grid(True, alpha=0.3)
             if ax.get_lines():
