@@ -186,6 +186,25 @@ def test_candidate_sq_dists_gradcheck():
     assert torch.autograd.gradcheck(candidate_sq_dists, (x, mu, cand))
 
 
+def test_block_sq_dists_gradcheck_and_saved_tensors():
+    from esseg.losses.knn_ce import _BlockSqDist
+
+    g = torch.Generator().manual_seed(8)
+    u, p, d, c, kk = 3, 4, 3, 6, 5
+    x = torch.randn(u, p, d, generator=g, dtype=torch.float64, requires_grad=True)
+    mu = torch.randn(c, d, generator=g, dtype=torch.float64, requires_grad=True)
+    cand = torch.randint(0, c, (u, kk), generator=g)  # repeats and targets among the candidates on purpose
+    target = torch.randint(0, c, (u, p), generator=g)
+    d2, d2_t = _BlockSqDist.apply(x, mu, cand, target)
+    torch.testing.assert_close(d2, ((x[:, :, None] - mu[cand][:, None]) ** 2).sum(-1))
+    torch.testing.assert_close(d2_t, ((x - mu[target]) ** 2).sum(-1))
+    assert torch.autograd.gradcheck(lambda a, b: _BlockSqDist.apply(a, b, cand, target), (x, mu))
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+        _BlockSqDist.apply(x, mu, cand, target)
+    assert max(sizes) <= u * p * d  # x, mu and the indices; never a (U, K, d) gather
+
+
 def test_graph_keeps_no_gathered_candidates():
     # Saved tensors: x (N,d), mu (C,d), candidates (N,k+1) -- never an (N, k+1, d) gather.
     n, d, c, k = 512, 8, 64, 7

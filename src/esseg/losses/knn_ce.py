@@ -52,6 +52,56 @@ def candidate_sq_dists(x: torch.Tensor, class_embeddings: torch.Tensor, candidat
     return _CandidateSqDist.apply(x, class_embeddings, candidates)
 
 
+class _BlockSqDist(torch.autograd.Function):
+    """Squared distances of the pixels of each block to the block's shared candidates and to
+    each pixel's own target, computed as matmuls and without keeping any gathered tensor.
+
+    Inputs: ``x`` (U, P, d) pixels of U blocks, ``mu`` (C, d), ``cand`` (U, K) int64 shared per
+    block, ``target`` (U, P) int64 per pixel. Outputs ``(D, D_t)``::
+
+        D[u, p, j] = ||x_up||^2 - 2 x_up . mu_cand[u, j] + ||mu_cand[u, j]||^2      (U, P, K)
+        D_t[u, p]  = ||x_up - mu_target[u, p]||^2                                   (U, P)
+
+    Backward gathers the candidate and target embeddings again and scatters class gradients
+    with ``index_add_``, so the graph holds only x, mu and the int64 indices.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # fp32 under autocast
+    def forward(ctx, x, mu, cand, target):
+        u, p, dim = x.shape
+        mu_sq = mu.pow(2).sum(1)
+        mu_c = mu.index_select(0, cand.reshape(-1)).view(u, -1, dim)  # (U, K, d): freed after forward
+        mu_t = mu.index_select(0, target.reshape(-1)).view(u, p, dim)
+        d = torch.baddbmm(mu_sq[cand].unsqueeze(1), x, mu_c.transpose(1, 2), alpha=-2.0)
+        d.add_(x.pow(2).sum(-1, keepdim=True))
+        d_t = (x - mu_t).pow(2).sum(-1)
+        ctx.save_for_backward(x, mu, cand, target)
+        return d, d_t
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, g, g_t):
+        # dD/dx = 2 (x - mu_c), dD/dmu_c = 2 (mu_c - x); the same for D_t with mu_t.
+        x, mu, cand, target = ctx.saved_tensors
+        u, p, dim = x.shape
+        grad_x = grad_mu = None
+        if ctx.needs_input_grad[0]:
+            mu_c = mu.index_select(0, cand.reshape(-1)).view(u, -1, dim)
+            mu_t = mu.index_select(0, target.reshape(-1)).view(u, p, dim)
+            g_sum = g.sum(-1, keepdim=True) + g_t.unsqueeze(-1)  # (U, P, 1)
+            grad_x = torch.baddbmm(x * g_sum, g, mu_c, alpha=-1.0)
+            grad_x.addcmul_(g_t.unsqueeze(-1), mu_t, value=-1.0).mul_(2.0)
+        if ctx.needs_input_grad[1]:
+            # sum over the pixels using class c of 2 g (mu_c - x) = 2 mu_c w_c - 2 sum g x
+            w = mu.new_zeros(mu.shape[0])
+            w.index_add_(0, cand.reshape(-1), g.sum(1).reshape(-1)).index_add_(0, target.reshape(-1), g_t.reshape(-1))
+            grad_mu = mu * w.mul_(2.0).unsqueeze(1)
+            grad_mu.index_add_(0, cand.reshape(-1), torch.bmm(g.transpose(1, 2), x).reshape(-1, dim), alpha=-2.0)
+            grad_mu.index_add_(0, target.reshape(-1), (x * g_t.unsqueeze(-1)).reshape(-1, dim), alpha=-2.0)
+        return grad_x, grad_mu, None, None
+
+
 @torch.no_grad()
 def knn_negatives(
     queries: torch.Tensor, targets: torch.Tensor, class_embeddings: torch.Tensor, k: int, **search_options
@@ -149,11 +199,9 @@ def _shared_negatives_loss(
     xu, yu, vu = xb[used], yb[used], vb[used]
     queries = F.avg_pool2d(pixel_embeddings.detach(), s, s, ceil_mode=True).permute(0, 2, 3, 1).reshape(-1, d)[used]
     _, cand = knn_search(queries, class_embeddings.detach(), k + 1, **search_options)  # (U, k+1)
-    mu_c = class_embeddings[cand]  # (U, k+1, d)
-    x_sq = xu.pow(2).sum(-1, keepdim=True)
-    z = (torch.baddbmm(mu_c.pow(2).sum(-1).unsqueeze(1), xu, mu_c.transpose(1, 2), alpha=-2.0) + x_sq) / -tau
     target = torch.where(vu, yu, torch.zeros_like(yu))
-    z_t = (xu - class_embeddings[target]).pow(2).sum(-1) / -tau  # (U, P)
+    d2, d2_t = _BlockSqDist.apply(xu, class_embeddings, cand, target)  # (U, P, k+1), (U, P)
+    z, z_t = d2 / -tau, d2_t / -tau
     drop = cand.unsqueeze(1) == target.unsqueeze(2)  # (U, P, k+1)
     drop[..., -1] |= ~drop.any(-1)
     drop |= _repeats(cand).unsqueeze(1)  # approximate backends may pad with repeated classes
