@@ -198,7 +198,7 @@ def resolve(args: argparse.Namespace) -> AccuracySettings:
 
 
 def ess_defaults(num_classes: int) -> tuple[int, int]:
-    """(embedding_dim d, k) of ESS at C classes in this experiment, as in ``configs/demo.yaml``.
+    """(embedding_dim d, k) of ESS at C classes in this experiment, as in ``configs/glyph_c*_ess.yaml``.
 
     d = 64 and k = 32 (k = C - 1, the exact softmax, below 33 classes; d = 16 below 33 classes):
     the settings that learned fastest from random init on CPU (docs/RESULTS.md, "Why ESS
@@ -208,7 +208,8 @@ def ess_defaults(num_classes: int) -> tuple[int, int]:
     return d, min(32, num_classes - 1)
 
 
-# The from-scratch CPU recipe of `esseg demo` (configs/demo.yaml), for both methods.
+# The from-scratch CPU recipe of configs/glyph_c*.yaml (and, for the optimiser, configs/demo.yaml),
+# for both methods; ESS keeps the paper's normalisation.
 RECIPE = {
     "loss": {"tau": 0.1},
     "optim": {"optimizer": "adamw", "lr": 0.01, "backbone_lr_mult": 1.0, "backbone_bn_momentum": 0.1},
