@@ -166,17 +166,22 @@ def group_metrics(metrics: dict, groups: dict[str, Sequence[int]]) -> dict[str, 
 SUMMARY_KEYS = ("PAcc", "mAcc", "mIoU", "fIoU")
 
 
+def group_keys(metrics: dict) -> list[str]:
+    """The :func:`group_metrics` keys present in ``metrics`` (``thing_mIoU``, ``thing_Acc``, ...), in order."""
+    return [k for k, v in metrics.items() if k.endswith(("_mIoU", "_Acc")) and isinstance(v, float)]
+
+
 def format_table(metrics: dict) -> str:
     """A two-line table of the summary metrics in percent, e.g. for the terminal.
 
     Group metrics (``<group>_mIoU``, ``<group>_Acc`` from :func:`group_metrics`) follow as
     extra columns when present.
     """
-    keys = list(SUMMARY_KEYS) + [k for k, v in metrics.items() if k.endswith(("_mIoU", "_Acc")) and isinstance(v, float)]
+    keys = list(SUMMARY_KEYS) + group_keys(metrics)
     width = max(7, *(len(k) for k in keys))
     head = "  ".join(f"{k:>{width}}" for k in keys)
     row = "  ".join(f"{100 * metrics[k]:{width}.2f}" for k in keys)
     return f"{head}\n{row}"
 
 
-__all__ = ["ConfusionMatrix", "compute_metrics", "confusion_matrix", "format_table", "group_metrics", "SUMMARY_KEYS"]
+__all__ = ["ConfusionMatrix", "compute_metrics", "confusion_matrix", "format_table", "group_keys", "group_metrics", "SUMMARY_KEYS"]

@@ -23,7 +23,7 @@ from esseg.engine.predict import save_prediction
 from esseg.engine.train import train
 from esseg.engine.visual import colorize, denormalize, get_palette, panel
 from esseg.errors import EssegError
-from esseg.metrics import SUMMARY_KEYS
+from esseg.metrics import SUMMARY_KEYS, group_keys
 
 DEFAULT_DEMO_CONFIG = "configs/demo.yaml"
 
@@ -99,7 +99,7 @@ def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir
         "| " + " | ".join(f"{100 * metrics[k]:.2f}" for k in SUMMARY_KEYS) + " |",
         "",
     ]
-    groups = [k[: -len("_mIoU")] for k in metrics if k.endswith("_mIoU") and isinstance(metrics[k], float)]
+    groups = [k[: -len("_mIoU")] for k in group_keys(metrics) if k.endswith("_mIoU")]
     if groups:
         lines += ["By class group: " + "; ".join(
             f"{g} mIoU {100 * metrics[g + '_mIoU']:.2f}, pixel accuracy {100 * metrics[g + '_Acc']:.2f}" for g in groups

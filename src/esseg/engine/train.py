@@ -42,7 +42,7 @@ from esseg.engine.evaluate import evaluate, predict_batch, summary, write_metric
 from esseg.engine.logging import RunLogger
 from esseg.engine.visual import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
-from esseg.metrics import SUMMARY_KEYS
+from esseg.metrics import SUMMARY_KEYS, group_keys
 
 
 class NonFiniteLossError(EssegError):
@@ -271,7 +271,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
                     panels = prediction_panels(model, val_set, t.num_vis, device, ignore_index, palette, use_amp)
                 logger.log_eval(done, cfg.data.val_split, metrics, panels)
                 if info.is_main:
-                    shown = [k for k in metrics if k in SUMMARY_KEYS or k.endswith(("_mIoU", "_Acc"))]
+                    shown = [*SUMMARY_KEYS, *group_keys(metrics)]
                     tqdm.write(f"iter {done}: " + "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in shown))
                     write_metrics(full, out_dir / f"eval_{cfg.data.val_split}.json", out_dir / f"eval_{cfg.data.val_split}_per_class.csv")
                 if best_miou is None or metrics["mIoU"] > best_miou:
