@@ -72,14 +72,15 @@ def main(argv=None) -> list[dict]:
     model = create_model("deeplabv3plus", "mobilenet_v2", num_classes=c,
                          embedding_dim=None if a.method == "baseline" else a.d, normalize=not a.no_normalize)
     bias = torch.nn.Parameter(torch.zeros(c)) if a.bias else None
+
+    def cos_logits(out):
+        return 2 * torch.einsum("bdhw,cd->bchw", out, model.class_embeddings()) / a.tau
+
     if a.method == "cos" and bias is not None:
         def predict(images):  # the bias takes part in the decision, as in training
             with torch.no_grad():
                 return (cos_logits(model(images)) + bias.view(1, -1, 1, 1)).argmax(1)
         model.predict = predict
-
-    def cos_logits(out):
-        return 2 * torch.einsum("bdhw,cd->bchw", out, model.class_embeddings()) / a.tau
 
     if a.method == "ess":
         criterion = ESSLoss(k=a.k, tau=a.tau, reg_weight=a.reg_weight, mode=a.mode, query_stride=a.query_stride,

@@ -442,10 +442,6 @@ def load_warning(env: dict) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------- training step
-
-
-
 def start(s: Settings, device: torch.device) -> dict:
     """Set the thread count, describe the environment, and print a warning if the machine is busy."""
     set_threads(s.threads)
@@ -453,6 +449,10 @@ def start(s: Settings, device: torch.device) -> dict:
     if warning := load_warning(env):
         print(warning)
     return env
+
+
+# ---------------------------------------------------------------------- training step
+
 
 def build_training(method: str, num_classes: int, s: Settings, device: torch.device):
     """Model, loss and optimiser of one training configuration, as a user gets them by default.

@@ -21,8 +21,9 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings, is_out_of_memory, logits_bytes, make_batch, median, memory_limit, resolve_device,
-    resolve_settings, skip_reason, time_repeats, train_step, start,
+    FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings,
+    is_out_of_memory, logits_bytes, make_batch, median, memory_limit, resolve_device, resolve_settings,
+    skip_reason, start, time_repeats, train_step,
 )
 from esseg.bench.report import Ratio, fmt_seconds
 
