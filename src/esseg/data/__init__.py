@@ -19,6 +19,11 @@ DATASETS: dict[str, str] = {
     "cocostuff10k": "esseg.data.cocostuff10k:COCOStuff10k",
     "coco_lvis": "esseg.data.coco_lvis:COCOLVIS",
     "glyph_scenes": "esseg.data.glyph_scenes:GlyphScenes",
+    "folder": "esseg.data.folder:FolderDataset",
+    "coco": "esseg.data.coco:COCODataset",
+    "ade20k_full": "esseg.data.ade20k_full:ADE20KFull",
+    "pascal_context_459": "esseg.data.pascal_context:PascalContext459",
+    "pascal_context_59": "esseg.data.pascal_context:PascalContext59",
 }
 
 
