@@ -361,9 +361,8 @@ class COCODataset(SegmentationDataset):
 
     def _render(self, index: int, height: int, width: int) -> np.ndarray:
         anns = self._anns.get(index, [])
-        label = np.full((height, width), self.unannotated, dtype=np.int64)
         if not anns:
-            return label
+            return np.full((height, width), self.unannotated, dtype=np.int64)
         values = np.array([self._value(index, ann, ann.get("category_id")) for ann in anns], dtype=np.int64)
         rles = [self._rle(index, ann, height, width) for ann in anns]
         try:
@@ -371,6 +370,8 @@ class COCODataset(SegmentationDataset):
         except Exception as err:
             raise DatasetError(f"{self._where(index)}: an RLE cannot be read ({err}); re-encode its annotations") from None
         paint_order = np.argsort(-areas, kind="stable")  # larger first; equal areas keep JSON order
+        # painted as (W, H): pycocotools decodes column-major, so each mask is then a contiguous (W, H) block
+        label_t = np.full((width, height), self.unannotated, dtype=np.int64)
         for start in range(0, len(paint_order), DECODE_CHUNK):
             chunk = paint_order[start : start + DECODE_CHUNK]
             try:
@@ -380,10 +381,9 @@ class COCODataset(SegmentationDataset):
                 raise DatasetError(
                     f"{self._where(index)}: an RLE of annotations {ids} cannot be decoded ({err}); re-encode it"
                 ) from None
-            covered = masks.any(axis=2)
-            last = masks.shape[2] - 1 - np.argmax(masks[:, :, ::-1], axis=2)  # the last mask in paint order wins
-            label[covered] = values[chunk][last[covered]]
-        return label
+            for mask_t, value in zip(masks.transpose(2, 1, 0), values[chunk]):  # later writes end on top
+                np.putmask(label_t, mask_t.view(bool), value)
+        return np.ascontiguousarray(label_t.T)
 
     # ------------------------------------------------------------------ panoptic JSON
 
