@@ -12,6 +12,7 @@ import esseg.data.coco as coco_module
 from esseg.cli import main
 from esseg.data import build_dataset
 from esseg.data.coco import COCODataset
+from esseg.engine.config import load_config
 from esseg.errors import ConfigError, DatasetError
 
 REF = Path("/work/shared/reference/samples")
@@ -221,6 +222,10 @@ def test_panoptic_json_and_png(tmp_path):
     data["annotations"][0]["segments_info"] = segments[1:]
     write_json(root / "annotations" / "panoptic_val2017.json", data)
     with pytest.raises(DatasetError, match="holds segment id 5, which is not in its segments_info"):
+        COCODataset(root, "val2017").load_label(0)
+    data["annotations"][0]["segments_info"] = [*segments[:3], {"id": 9, "category_id": 301, "iscrowd": 0}]
+    write_json(root / "annotations" / "panoptic_val2017.json", data)
+    with pytest.raises(DatasetError, match=r"image 1 \(000000000001\): segment 9 has category_id 301, which is not in 'categories'"):
         COCODataset(root, "val2017").load_label(0)
 
 
@@ -460,3 +465,11 @@ def test_tiny_training_run_through_the_cli(tmp_path):
     ]
     assert main(argv) == 0
     assert (out / "last.pt").is_file()
+
+
+def test_template_config_validates_and_its_options_build_the_dataset(tmp_path):
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "coco_template.yaml")
+    assert cfg.data.dataset == "coco" and cfg.model.method == "ess"
+    root = make_instances(tmp_path / "coco", split=cfg.data.train_split)
+    ds = build_dataset("coco", root=root, split=cfg.data.train_split, **cfg.data.options)
+    assert len(ds) == 3 and ds.load_label(0).shape == (H, W)

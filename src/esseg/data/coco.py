@@ -315,10 +315,10 @@ class COCODataset(SegmentationDataset):
 
     # ------------------------------------------------------------------ instance JSON
 
-    def _value(self, index: int, ann: dict, category_id) -> int:
+    def _value(self, index: int, ann: dict, category_id, what: str = "annotation") -> int:
         if not _is_int(category_id) or category_id not in self.train_id:
             raise DatasetError(
-                f"{self._where(index)}: annotation {ann.get('id')!r} has category_id {category_id!r}, which is not in "
+                f"{self._where(index)}: {what} {ann.get('id')!r} has category_id {category_id!r}, which is not in "
                 f"'categories'{_id_hint(category_id)}; fix the id or add the category"
             )
         if ann.get("iscrowd") and self.ignore_crowd:
@@ -404,7 +404,7 @@ class COCODataset(SegmentationDataset):
             if not _is_int(seg_id):
                 raise DatasetError(f"{where}: segments_info entry {seg!r:.60} has no integer 'id'; fix the JSON")
             segment_ids.append(int(seg_id))
-            values.append(self._value(index, seg, seg.get("category_id")))
+            values.append(self._value(index, seg, seg.get("category_id"), what="segment"))
         if len(set(segment_ids)) != len(segment_ids):
             raise DatasetError(f"{where}: segments_info repeats a segment id; every segment needs its own id")
         png = self.panoptic_dir / ann["file_name"]
