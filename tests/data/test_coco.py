@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_checks import run_error
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -378,6 +379,9 @@ def test_missing_image_file_names_the_places_looked(tmp_path):
     assert ds.load_label(1).shape == (4, 6)  # the label needs no image
     with pytest.raises(DatasetError, match=r"image 2 \(000000000002\): image file not found \(looked for .*000000000002.jpg\); set image_dir="):
         ds.load(1)
+    write_image(root / "train2017" / "000000000003.jpg", 7, 5)  # transposed
+    with pytest.raises(DatasetError, match=r"image 3 \(000000000003\): the image file is 5x7 but the JSON says 7x5"):
+        ds.load(2)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -448,7 +452,6 @@ def test_inspect_counts_pixels_and_lists_bad_samples(tmp_path, capsys):
     assert "odd number of coordinates (3)" in reasons["000000000005"]
 
 
-@pytest.mark.slow
 def test_tiny_training_run_through_the_cli(tmp_path):
     data = instances()
     data["images"] = [{**im, "height": 20, "width": 24} for im in data["images"]]
@@ -464,7 +467,9 @@ def test_tiny_training_run_through_the_cli(tmp_path):
         "--iters", "2", "--batch-size", "2", "--device", "cpu", "--out", str(out),
     ]
     assert main(argv) == 0
-    assert (out / "last.pt").is_file()
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert list(ckpt["class_names"]) == ["bg", *(f"class_{c}" for c in CATEGORY_IDS)]
+    assert ckpt["config"]["data"]["dataset"] == "coco" and ckpt["config"]["train"]["iters"] == 2
 
 
 def test_template_config_validates_and_its_options_build_the_dataset(tmp_path):
