@@ -343,6 +343,15 @@ def test_cache_uses_int32_npy_above_65535_classes(tmp_path):
 # ---------------------------------------------------------------------------- bad input
 
 
+def test_polygons_of_fewer_than_three_points_cover_nothing(tmp_path):
+    """Degenerate polygons (real COCO has a few) are dropped: the mask is the one without them."""
+    data = instances()
+    expected = COCODataset(make_instances(tmp_path / "a", data), "train2017").load_label(0)
+    data["annotations"].append(ann(segmentation=[[0, 0, 4, 0]]))  # 2 points: a 4-number list pycocotools reads as a box
+    data["annotations"].append(ann(id=98, segmentation=[[0, 0, 4, 0], [0, 0, 3, 3]]))
+    np.testing.assert_array_equal(COCODataset(make_instances(tmp_path / "b", data), "train2017").load_label(0), expected)
+
+
 def ann(**fields):
     return {"id": 99, "image_id": 1, "category_id": 7, "iscrowd": 0, "segmentation": [polygon(0, 2, 0, 2)], **fields}
 
@@ -351,7 +360,6 @@ def ann(**fields):
     (lambda d: d["annotations"].append(ann(category_id=5)), "annotation 99 has category_id 5, which is not in 'categories'"),
     (lambda d: d["annotations"].append(ann(category_id="7")), "category_id '7', which is not in 'categories'; COCO ids are JSON integers"),
     (lambda d: d["annotations"].append(ann(segmentation=[[0, 0, 4, 0, 4]])), "polygon with an odd number of coordinates (5)"),
-    (lambda d: d["annotations"].append(ann(segmentation=[[0, 0, 4, 0]])), "polygon with 2 point(s); a polygon needs at least 3"),
     (lambda d: d["annotations"].append(ann(segmentation=[])), "has an empty segmentation"),
     (lambda d: d["annotations"].append(ann(segmentation=rle(box(0, 2, 0, 2, h=W, w=H)))),
      f"has an RLE of size [{W}, {H}] but the image is [{H}, {W}]"),

@@ -340,9 +340,12 @@ class COCODataset(SegmentationDataset):
                     raise bad("has a polygon that is not a flat list of numbers [x1, y1, x2, y2, ...]; fix the segmentation")
                 if len(poly) % 2:
                     raise bad(f"has a polygon with an odd number of coordinates ({len(poly)}); polygons are x, y pairs")
-                if len(poly) < 6:
-                    raise bad(f"has a polygon with {len(poly) // 2} point(s); a polygon needs at least 3, fix or drop it")
-            return mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in seg], height, width))
+            # A polygon of fewer than 3 points covers no area (real COCO 2017 has a few): it is dropped,
+            # never handed to pycocotools, which would read a 4-number list as a box.
+            polys = [[float(v) for v in p] for p in seg if len(p) >= 6]
+            if not polys:
+                return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+            return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
         if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
             raise bad("has no valid 'segmentation': expected a list of polygons or an RLE {'size': [h, w], 'counts': ...}")
         size = seg["size"]
