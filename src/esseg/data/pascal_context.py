@@ -49,7 +49,8 @@ def read_label_map(path: Path) -> np.ndarray:
         raise unreadable("annotation", path, err) from err
     if KEY not in mat:
         raise DatasetError(
-            f"annotation {path} has no variable '{KEY}'; expected a PASCAL-Context trainval/<id>.mat (re-extract trainval.tar.gz)"
+            f"annotation {path} has no variable '{KEY}'; expected a PASCAL-Context trainval/<id>.mat "
+            "(re-extract trainval.tar.gz)"
         )
     raw = np.asarray(mat[KEY])
     if raw.ndim != 2:
@@ -94,7 +95,8 @@ class PascalContext459(PairedFileDataset):
             raise DatasetError(f"unknown {self.name} layout {layout!r}; use one of {', '.join(LAYOUTS)}")
         if layout == "prepared" and split != "val":
             raise DatasetError(
-                f"{self.name}: the prepared layout ({PREPARED}) holds only the val split; use layout='mat' for {split!r}"
+                f"{self.name}: the prepared layout ({PREPARED}) holds only the val split; "
+                f"use layout='mat' for {split!r}"
             )
         self.base = find_root(root, self.name, "JPEGImages", LAYOUT, SUBDIRS)
         prepared = self.base / PREPARED
