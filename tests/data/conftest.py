@@ -7,6 +7,7 @@ one image of the same size is written per label.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,76 @@ def make_cocostuff10k(tmp_path):
         return root
 
     return make
+
+
+def write_ade_seg(path: Path, ids: np.ndarray, seed: int = 0) -> None:
+    """An ADE20K release ``*_seg.png``: object id = (R // 10) * 256 + G; R's last digit and B carry noise."""
+    ids = np.asarray(ids, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    rgb = np.stack([np.minimum((ids // 256) * 10 + rng.integers(0, 10, ids.shape), 255), ids % 256, rng.integers(0, 256, ids.shape)], -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+
+
+def write_uint16_tif(path: Path, label: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(label).astype(np.uint16)).save(path)
+
+
+ADE_FOLDERS = {"train": "training", "val": "validation"}
+
+
+@pytest.fixture
+def make_ade20k_full(tmp_path):
+    """``<root>/ADE20K_2021_17_01``: ``layout="raw"`` (labels = object ids, written as RGB ``_seg.png``
+    under scene folders) or ``"prepared"`` (labels = uint16 TIFF values under ``*_detectron2/``)."""
+
+    def make(labels=None, layout: str = "raw", root: Path | None = None) -> Path:
+        root = root or tmp_path / "ade_full"
+        base = root / "ADE20K_2021_17_01"
+        labels = labels or {"train": random_labels([0, 2978, 312, 3148, 5]), "val": random_labels([0, 401, 1831], 1)}
+        for split, arrays in labels.items():
+            folder = ADE_FOLDERS[split]
+            for i, label in enumerate(arrays):
+                name = f"ADE_{split}_{i + 1:08d}"
+                if layout == "raw":
+                    scene = base / "images/ADE" / folder / ("cultural/apse__indoor" if i % 2 else "urban/street")
+                    write_image(scene / f"{name}.jpg", *label.shape, seed=i)
+                    write_ade_seg(scene / f"{name}_seg.png", label, seed=i)
+                else:
+                    write_image(base / "images_detectron2" / folder / f"{name}.jpg", *label.shape, seed=i)
+                    write_uint16_tif(base / "annotations_detectron2" / folder / f"{name}.tif", label)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def make_pascal_context(tmp_path):
+    """``<root>/VOCdevkit/VOC2010`` with ``trainval/<id>.mat`` (key LabelMap, uint16) and
+    ``ImageSets/SegmentationContext/<split>.txt``; ``prepared`` also writes the val labels as
+    ``annotations_detectron2/pc459_val/<id>.tif`` (LabelMap - 1, 0 -> 65535)."""
+
+    def make(labels=None, prepared: bool = False, dtype=np.uint16, key: str = "LabelMap") -> Path:
+        root = tmp_path / "pascal_context"
+        voc = root / "VOCdevkit" / "VOC2010"
+        labels = labels or {"train": random_labels([0, 2, 300, 459]), "val": random_labels([0, 9, 458], 1)}
+        for split, arrays in labels.items():
+            ids = [f"2008_{split[:2]}{i:04d}" for i in range(len(arrays))]
+            for i, (name, label) in enumerate(zip(ids, arrays)):
+                write_image(voc / "JPEGImages" / f"{name}.jpg", *label.shape, seed=i)
+                (voc / "trainval").mkdir(parents=True, exist_ok=True)
+                scipy.io.savemat(voc / "trainval" / f"{name}.mat", {key: np.asarray(label).astype(dtype)})
+                if prepared and split == "val":
+                    tif = np.where(np.asarray(label) == 0, 65535, np.asarray(label) - 1)
+                    write_uint16_tif(voc / "annotations_detectron2" / "pc459_val" / f"{name}.tif", tif)
+            write_lines(voc / "ImageSets" / "SegmentationContext" / f"{split}.txt", ids)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def label_writers():
+    """The label writers above, for tests that rewrite one file (``from conftest import`` is ambiguous)."""
+    return types.SimpleNamespace(ade_seg=write_ade_seg, uint16_tif=write_uint16_tif, image=write_image)

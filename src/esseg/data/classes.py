@@ -15,9 +15,12 @@ from importlib.resources import files
 
 import numpy as np
 
+from esseg.data.coco_lvis import palette as bit_palette
 from esseg.errors import DatasetError
 
 INVALID = -1  # lut entry for raw values that never occur in a well-formed annotation
+WIDE_IGNORE = 65535  # ignore value of the label spaces above 255 classes (fits uint16 TIFF/PNG)
+ADE_FULL_MAX_RAW = 25 * 256 + 255  # largest (R // 10) * 256 + G an 8-bit RGB _seg.png can encode
 
 
 def read_table(name: str) -> list[dict[str, str]]:
@@ -169,11 +172,109 @@ def cocostuff_space(label_space: str = "182") -> LabelSpace:
     raise DatasetError(f"unknown COCO-Stuff label_space {label_space!r}; use '182' or '171'")
 
 
+def _train_id_lut(num_classes: int, ignore_index: int) -> np.ndarray:
+    """``lut[v] = v`` for train ids ``0..num_classes-1``, ``lut[ignore_index] = ignore_index``, else invalid."""
+    mapping = {i: i for i in range(num_classes)} | {ignore_index: ignore_index}
+    return _lut(mapping, size=max(ignore_index, num_classes - 1) + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def ade20k_full_space(encoding: str = "raw") -> LabelSpace:
+    """ADE20K-Full's 847 classes ("A-847"), ``ignore_index`` 65535.
+
+    Args:
+        encoding: ``"raw"``: values decoded from the ``ADE20K_2021_17_01`` ``*_seg.png`` as
+            ``(R // 10) * 256 + G``; the 847 object ids of ``ade20k_full_847_classes.tsv`` map to
+            their train ids, every other value (0 = unlabelled, the ~2,800 other objects) to 65535.
+            ``"train_ids"``: the prepared ``annotations_detectron2/*.tif``, values 0..846 as they
+            are, 65535 = ignore; anything else is invalid.
+    """
+    rows = read_table("ade20k_full_847_classes.tsv")
+    classes = tuple(r["name"] for r in rows)
+    palette = bit_palette(len(classes))
+    if encoding == "raw":
+        lut = np.full(ADE_FULL_MAX_RAW + 1, WIDE_IGNORE, dtype=np.int64)
+        lut[[int(r["ade_full_id"]) for r in rows]] = [int(r["train_id"]) for r in rows]
+        return LabelSpace(
+            "ADE20K-Full _seg.png", classes, palette, lut, f"0..{ADE_FULL_MAX_RAW}", ignore_index=WIDE_IGNORE
+        )
+    if encoding == "train_ids":
+        return LabelSpace(
+            "ADE20K-Full (847 train ids)", classes, palette, _train_id_lut(len(classes), WIDE_IGNORE),
+            f"0..{len(classes) - 1} or {WIDE_IGNORE}", ignore_index=WIDE_IGNORE,
+            hint="re-run the preparation so that every pixel holds a train id or 65535 (see docs/datasets.md)",
+        )
+    raise DatasetError(f"unknown ADE20K-Full label encoding {encoding!r}; use 'raw' or 'train_ids'")
+
+
+def ade20k_full_observed_space(raw_ids, names) -> LabelSpace:
+    """The "full" ADE20K space: every raw ``*_seg.png`` id that occurs, in increasing order.
+
+    Args:
+        raw_ids: the raw object ids that get a class, ``(R // 10) * 256 + G`` values > 0.
+        names: one name per raw id (same order).
+
+    Train id ``i`` is ``sorted(raw_ids)[i]``; 0 (unlabelled) and every id not listed -> 65535.
+    """
+    order = sorted(zip((int(r) for r in raw_ids), names))
+    if any(r <= 0 or r > ADE_FULL_MAX_RAW for r, _ in order):
+        raise DatasetError(f"ADE20K-Full raw ids must be in 1..{ADE_FULL_MAX_RAW}")
+    lut = np.full(ADE_FULL_MAX_RAW + 1, WIDE_IGNORE, dtype=np.int64)
+    lut[[r for r, _ in order]] = np.arange(len(order))
+    classes = tuple(name for _, name in order)
+    return LabelSpace(
+        f"ADE20K-Full _seg.png ({len(classes)} observed ids)", classes, bit_palette(len(classes)), lut,
+        f"0..{ADE_FULL_MAX_RAW}", ignore_index=WIDE_IGNORE,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def pascal_context_space(num_classes: int = 459, encoding: str = "labelmap") -> LabelSpace:
+    """PASCAL-Context label spaces: PC-459 (``ignore_index`` 65535) or PC-59 (``ignore_index`` 255).
+
+    Args:
+        num_classes: 459 (all classes, train id = LabelMap value - 1) or 59 (the subset of
+            ``pascal_context_59_classes.tsv``, every other LabelMap value ignored).
+        encoding: ``"labelmap"``: values of the release's ``trainval/<id>.mat`` key ``LabelMap``,
+            0..459 (0 = unlabelled -> ignore); ``"train_ids"``: the prepared
+            ``annotations_detectron2/pc459_val/<id>.tif``, values = PC-459 train ids 0..458 or
+            65535 (ignore).
+    """
+    rows459 = read_table("pascal_context_459_classes.tsv")
+    # value 0 (unlabelled) and 1..459 as LabelMap values; prepared TIFFs hold value - 1
+    by_value = {int(r["labelmap_value"]): int(r["train_id"]) for r in rows459} | {0: WIDE_IGNORE}
+    if num_classes == 459:
+        classes, ignore = tuple(r["name"] for r in rows459), WIDE_IGNORE
+    elif num_classes == 59:
+        rows59 = read_table("pascal_context_59_classes.tsv")
+        classes, ignore = tuple(r["name"] for r in rows59), 255
+        subset = {int(r["labelmap_value"]): int(r["train_id"]) for r in rows59}
+        by_value = {value: subset.get(value, ignore) for value in by_value}
+    else:
+        raise DatasetError(f"unknown PASCAL-Context class count {num_classes}; use 459 or 59")
+    name, palette = f"PASCAL-Context-{num_classes}", bit_palette(len(classes))
+    if encoding == "labelmap":
+        return LabelSpace(f"{name} LabelMap", classes, palette, _lut(by_value, size=len(rows459) + 1),
+                          f"0..{len(rows459)}", ignore_index=ignore)
+    if encoding == "train_ids":
+        # a prepared value t is the 459-train id of LabelMap value t + 1; 65535 was LabelMap 0
+        prepared = {value - 1: train for value, train in by_value.items() if value > 0} | {WIDE_IGNORE: ignore}
+        return LabelSpace(
+            f"{name} (prepared 459 train ids)", classes, palette, _lut(prepared, size=WIDE_IGNORE + 1),
+            f"0..{len(rows459) - 1} or {WIDE_IGNORE}", ignore_index=ignore,
+            hint="re-run the preparation (value = LabelMap - 1, uint16; see docs/datasets.md)",
+        )
+    raise DatasetError(f"unknown PASCAL-Context label encoding {encoding!r}; use 'labelmap' or 'train_ids'")
+
+
 __all__ = [
     "LabelSpace",
+    "ade20k_full_observed_space",
+    "ade20k_full_space",
     "ade20k_space",
     "cityscapes_space",
     "cocostuff_space",
+    "pascal_context_space",
     "read_table",
     "voc_palette_256",
     "voc_space",
