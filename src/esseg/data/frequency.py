@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from esseg._io import atomic_write_text
 from esseg.errors import DatasetError
 
 
@@ -77,4 +78,41 @@ def read_class_frequency(path: str | Path, num_classes: int) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
-__all__ = ["class_image_counts", "images_per_class", "read_class_frequency"]
+def training_class_frequency(setting: str | None, dataset, cache: str | Path, source: dict, progress: bool = False) -> list[int] | None:
+    """The per-class training frequency a run records (config key ``data.class_frequency``).
+
+    Args:
+        setting: ``"auto"``: :func:`class_image_counts` of ``dataset`` when that is cheap (the
+            dataset offers ``class_image_counts()`` or ``load_label()``, i.e. label files only;
+            skipped for generated data such as glyph scenes), cached in ``cache`` so a resumed
+            run does not count again; ``"none"``/``None``: skip; anything else: a JSON file for
+            :func:`read_class_frequency` (e.g. an ``esseg data inspect --json`` report).
+        dataset: the training split.
+        cache: the run folder's ``class_frequency.json``.
+        source: what identifies the counts (dataset name, root, split, options); a cache
+            written for another source is recomputed.
+
+    Returns:
+        ``C`` ints, or ``None`` when skipped.
+    """
+    if setting in (None, "none"):
+        return None
+    if setting != "auto":
+        return read_class_frequency(setting, dataset.num_classes).tolist()
+    if not (hasattr(dataset, "class_image_counts") or hasattr(dataset, "load_label")):
+        return None
+    cache = Path(cache)
+    key = {**source, "num_classes": dataset.num_classes}
+    if cache.is_file():
+        try:
+            saved = json.loads(cache.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("source") == json.loads(json.dumps(key)) and len(saved.get("class_frequency", ())) == dataset.num_classes:
+            return [int(n) for n in saved["class_frequency"]]
+    counts = class_image_counts(dataset, progress=progress).tolist()
+    atomic_write_text(cache, json.dumps({"source": key, "class_frequency": counts}) + "\n")
+    return counts
+
+
+__all__ = ["class_image_counts", "images_per_class", "read_class_frequency", "training_class_frequency"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from esseg.data import DATASETS, build_dataset, get_dataset_class
 from esseg.data.frequency import images_per_class
-from esseg.errors import DatasetError
+from esseg.errors import ConfigError, DatasetError
 from esseg.metrics import FREQUENCY_GROUPS, FREQUENCY_THRESHOLDS, frequency_groups
 
 
@@ -51,7 +51,10 @@ def inspect_dataset(
     from tqdm import tqdm
 
     options = dict(getattr(get_dataset_class(name), "inspect_options", {})) if name in DATASETS else {}
-    dataset = build_dataset(name, root=root, split=split, **{**options, **dataset_kwargs})
+    try:
+        dataset = build_dataset(name, root=root, split=split, **{**options, **dataset_kwargs})
+    except TypeError as err:
+        raise ConfigError(f"options {dataset_kwargs} not accepted by dataset {name!r}: {err}") from None
     num_classes, ignore = dataset.num_classes, dataset.ignore_index
     counts = np.zeros(num_classes, dtype=np.int64)
     images = np.zeros(num_classes, dtype=np.int64)
