@@ -184,3 +184,26 @@ def test_inspect_cli_passes_options_and_rejects_unknown_ones(tmp_path, capsys):
 def test_missing_root_is_a_cli_error(tmp_path, capsys):
     line = run_error(capsys, ["data", "inspect", "--dataset", "folder", "--data-root", str(tmp_path / "none")])
     assert "folder: root" in line and "does not exist" in line
+
+
+def test_two_files_with_one_stem(tmp_path):
+    root = make_folder(tmp_path / "f", LABELS)
+    write_image(root / "images/train/s0.png", 2, 3)
+    with pytest.raises(DatasetError, match=r"sample 's0' has several files \(images/train/s0.jpg, images/train/s0.png, labels/train/s0.png\); keep one"):
+        FolderDataset(root, "train")
+    assert FolderDataset(root, "train", unpaired="keep").problems.keys() == {0}
+
+
+def test_template_config_builds_the_folder_dataset(tmp_path):
+    from pathlib import Path
+
+    from esseg.engine.config import load_config
+    from esseg.engine.data import build_split
+
+    template = Path(__file__).resolve().parents[2] / "configs" / "folder_template.yaml"
+    root = make_folder(tmp_path / "f", LABELS)
+    cfg = load_config(template, [f"data.root={root}", "data.crop_size=8"])
+    assert cfg.data.dataset == "folder" and cfg.data.class_frequency == "auto"
+    image, label = build_split(cfg, "train", train=True)[0]
+    assert image.shape == (3, 8, 8) and label.shape == (8, 8)
+    assert set(label.unique().tolist()) <= {0, 1, 2, 255}

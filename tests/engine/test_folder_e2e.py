@@ -116,6 +116,17 @@ def test_class_frequency_none_skips_it_and_eval_reports_no_groups(folder_root, t
     assert not (out / "class_frequency.json").exists()
     line = run_error(capsys, ["eval", "--checkpoint", str(out / "last.pt"), "--device", "cpu", "--freq-thresholds", "10"])
     assert "--freq-thresholds must be two integers" in line
+    metrics_path = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--device", "cpu", "--json", str(metrics_path)]) == 0
+    assert "rare_mIoU" not in json.loads(metrics_path.read_text())
+    # the counts can come from an inspect report of the training split instead
+    report = tmp_path / "train_report.json"
+    assert main(["data", "inspect", "--dataset", "folder", "--data-root", str(root), "--json", str(report)]) == 0
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--device", "cpu", "--json", str(metrics_path),
+                 "--class-frequency", str(report)]) == 0
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["train_images"] == [c["images"] for c in json.loads(report.read_text())["class_pixels"]]
+    assert metrics["rare_classes"] + metrics["unseen_classes"] == NUM_CLASSES
 
 
 def test_images_of_different_sizes_without_crop_size_say_to_set_it(tmp_path, capsys):

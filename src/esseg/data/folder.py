@@ -249,7 +249,7 @@ class FolderDataset(PairedFileDataset):
         for stem in sorted(set(images) | set(labels)):
             image, label = images.get(stem, []), labels.get(stem, [])
             if len(image) > 1 or len(label) > 1:
-                dupes = ", ".join(p.name for p in image + label)
+                dupes = ", ".join(str(p.relative_to(base)) for p in image + label)
                 problems[len(samples)] = f"folder: sample {stem!r} has several files ({dupes}); keep one image and one label per stem"
             elif not label:
                 problems[len(samples)] = (
