@@ -14,6 +14,7 @@ from esseg.data.folder import FolderDataset, read_class_file
 from esseg.data.frequency import class_image_counts, read_class_frequency
 from esseg.data.inspect import inspect_dataset
 from esseg.data.transforms import build_transforms
+from esseg.engine.visual import colorize
 from esseg.errors import DatasetError
 
 
@@ -66,6 +67,9 @@ def test_16_bit_labels_keep_their_values(tmp_path, label_ext):
     # through the training transforms (pad with 65535, nearest resize in 32 bits) ids stay exact
     ds.transforms = build_transforms(True, (8, 8), ds.ignore_index, scale_range=(2.0, 2.0), flip=False)
     _, out = ds[0]
+    color = colorize(label, ds.palette, ds.ignore_index)  # the viz panels: ids > 255 keep their own colours
+    assert len({tuple(c) for c in ds.palette.tolist()}) == 3000
+    assert color[1, 1].tolist() == ds.palette[2999].tolist() and color[1, 2].tolist() == [0, 0, 0]
     values, counts = out.unique(return_counts=True)
     assert out.dtype == torch.int64 and out.shape == (8, 8)  # 2x3 scaled x2 to 4x6, padded to 8x8
     assert dict(zip(values.tolist(), counts.tolist())) == {0: 4, 255: 4, 256: 4, 1000: 4, 2999: 4, 65535: 44}
@@ -85,9 +89,11 @@ def test_suffix_ext_mapping_and_ignore_index_options(tmp_path):
     np.testing.assert_array_equal(ds.load_label(0), [[0, 2], [1, 7]])  # 99 is not mapped -> ignore
 
 
-def test_ignore_index_must_not_be_a_class(tmp_path):
-    with pytest.raises(DatasetError, match=r"ignore_index=2 is a class id \(classes.txt lists 3 classes\); use a value >= 3"):
-        FolderDataset(make_folder(tmp_path / "f", LABELS), "train", ignore_index=2)
+@pytest.mark.parametrize("ignore_index", [2, -1])
+def test_ignore_index_must_be_above_the_class_ids(tmp_path, ignore_index):
+    with pytest.raises(DatasetError, match=rf"ignore_index={ignore_index} is not above the class ids \(classes.txt lists 3 "
+                                           r"classes\); use a value >= 3, e.g. 255"):
+        FolderDataset(make_folder(tmp_path / "f", LABELS), "train", ignore_index=ignore_index)
 
 
 def test_image_without_label_and_label_without_image(tmp_path):

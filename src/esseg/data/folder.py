@@ -21,7 +21,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from esseg.data._files import PairedFileDataset, image_size, read_image
+from esseg.data._files import PairedFileDataset
 from esseg.data.base import default_ignore_index
 from esseg.data.classes import INVALID, LabelSpace
 from esseg.data.coco_lvis import palette as bit_palette
@@ -166,7 +166,9 @@ class FolderDataset(PairedFileDataset):
             raise, so ``esseg data inspect`` lists every one of them.
 
     Each sample is ``(PIL RGB image, int64 (H, W) label)`` with values in ``[0, C)`` or
-    ``ignore_index``; see :class:`~esseg.data.base.SegmentationDataset`.
+    ``ignore_index``; see :class:`~esseg.data.base.SegmentationDataset`. ``problems`` maps the
+    index of every sample that cannot load (unpaired, or several files for one stem) to its
+    one-line reason.
     """
 
     inspect_options = {"unpaired": "keep"}  # what `esseg data inspect` passes to collect every problem
@@ -195,14 +197,15 @@ class FolderDataset(PairedFileDataset):
         class_path = self._class_path(base, classes_file)
         classes = read_class_file(class_path)
         ignore = default_ignore_index(len(classes)) if ignore_index is None else int(ignore_index)
-        if 0 <= ignore < len(classes):
+        if ignore < len(classes):
             raise DatasetError(
-                f"folder: ignore_index={ignore} is a class id ({class_path.name} lists {len(classes)} classes); "
+                f"folder: ignore_index={ignore} is not above the class ids ({class_path.name} lists {len(classes)} classes); "
                 f"use a value >= {len(classes)}, e.g. {default_ignore_index(len(classes))}"
             )
         table = read_mapping(self._resolve(base, mapping), len(classes), ignore) if mapping else None
         self.use_label_space(folder_space(classes, ignore, table, class_path.name))
-        self.samples, self.problems = self._pair(base, split, label_suffix, label_ext)
+        self.names: list[str] = []  # sample stems
+        self.samples, self.problems = self._pair(base, split, label_suffix or "", label_ext)
         if self.problems and unpaired == "error":
             first = self.problems[min(self.problems)]
             more = f" (and {len(self.problems) - 1} more; `esseg data inspect` lists them all)" if len(self.problems) > 1 else ""
@@ -260,34 +263,21 @@ class FolderDataset(PairedFileDataset):
                 problems[len(samples)] = (
                     f"folder: label {label[0]} has no image {image_dir / stem}.<{'|'.join(IMAGE_EXTS)}>; add it or remove the label"
                 )
-            samples.append((image[0] if image else None, label[0] if label else None, stem))
+            samples.append((image[0] if image else None, label[0] if label else None))
+            self.names.append(stem)
         return samples, problems
 
     def sample_name(self, index: int) -> str:
-        return self.samples[index][2]
-
-    def _check(self, index: int) -> None:
-        if index in self.problems:
-            raise DatasetError(self.problems[index])
-
-    def _label(self, index: int, size: tuple[int, int]) -> np.ndarray:
-        image_path, label_path, _ = self.samples[index]
-        raw = self.read_label(label_path)
-        if raw.ndim != 2 or (raw.shape[1], raw.shape[0]) != size:
-            shape = "x".join(map(str, raw.shape[::-1]))
-            raise DatasetError(
-                f"label {label_path} is {shape} but image {image_path} is {size[0]}x{size[1]}; "
-                f"they must be the same sample at the same resolution"
-            )
-        return self.label_space.encode(raw, label_path)
+        return self.names[index]
 
     def load(self, index: int):
         """``(PIL RGB image, int64 (H, W) train ids / ignore_index)`` of sample ``index``."""
-        self._check(index)
-        image = read_image(self.samples[index][0])
-        return image, self._label(index, image.size)
+        if index in self.problems:
+            raise DatasetError(self.problems[index])
+        return super().load(index)
 
     def load_label(self, index: int) -> np.ndarray:
         """The int64 ``(H, W)`` label of sample ``index``, checking only the image header."""
-        self._check(index)
-        return self._label(index, image_size(self.samples[index][0]))
+        if index in self.problems:
+            raise DatasetError(self.problems[index])
+        return super().load_label(index)

@@ -192,10 +192,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         raise DatasetError(f"{cfg.data.dataset}: train split has {num_classes} classes but val split {val_set.num_classes}")
     class_names = [str(c) for c in train_set.classes]
     palette = get_palette(getattr(train_set, "palette", None), num_classes)
-    d = cfg.data  # images per class (rank 0 only: it alone writes checkpoints and metrics)
+    d = cfg.data  # images per class, counted by every rank (no rank idles at a collective meanwhile)
     source = {"dataset": d.dataset, "root": d.root, "split": d.train_split, "options": d.options}
-    class_frequency = (training_class_frequency(d.class_frequency, train_set, out_dir / "class_frequency.json", source,
-                                                progress=True) if info.is_main else None)
+    class_frequency = training_class_frequency(d.class_frequency, train_set, out_dir / "class_frequency.json", source,
+                                               progress=info.is_main)
 
     model = build_model(cfg, num_classes).to(device)
     criterion = build_criterion(cfg, num_classes, ignore_index)
