@@ -19,6 +19,11 @@ make the number depend on how many unused classes the label space has). A class 
 predicted (``n_c = 0 < s_c``) has IoU 0 and does count in mIoU; it has no accuracy and is left
 out of mAcc. All values are fractions in [0, 1]; the CLI prints percentages.
 
+Long tail: :func:`frequency_group_metrics` averages ``IoU_c`` within the groups of
+:func:`frequency_groups` (rare / common / frequent by the number of training images containing
+the class, LVIS limits 10 and 100; classes with no training image form a separate ``unseen``
+group).
+
 Only ``diag(M)``, the row sums and the column sums are needed, but the full matrix is kept
 because it is cheap for the label spaces in use (1284 classes: 13 MB) and handy to inspect.
 """
