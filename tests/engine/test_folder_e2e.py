@@ -10,6 +10,7 @@ from PIL import Image
 
 from cli_checks import run_error
 from esseg.cli import main
+from esseg.engine.predict import save_prediction
 from esseg.metrics import frequency_groups
 
 NUM_CLASSES = 3000
@@ -92,6 +93,12 @@ def test_3000_classes_train_eval_predict_keep_ids_above_255(folder_root, tmp_pat
         assert im.mode.startswith("I;16") or im.mode == "I"
         pred = np.array(im)
     assert pred.dtype == np.uint16 and pred.shape == (32, 32) and int(pred.max()) < NUM_CLASSES
+    # ... and the writer keeps ids above 255 whatever this barely trained model predicts
+    ids = np.array([[0, 255], [256, 2999]])
+    palette = ckpt["palette"].numpy()
+    label_png, color_png, _ = save_prediction(tmp_path / "ids", "x", np.zeros((2, 2, 3), np.uint8), ids, NUM_CLASSES, palette)
+    np.testing.assert_array_equal(np.array(Image.open(label_png)), ids)
+    np.testing.assert_array_equal(np.array(Image.open(color_png))[1, 1], palette[2999])
 
 
 def test_training_stops_with_one_line_on_an_unpaired_image(folder_root, tmp_path, capsys):
