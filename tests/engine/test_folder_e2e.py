@@ -59,6 +59,8 @@ def test_3000_classes_train_eval_predict_keep_ids_above_255(folder_root, tmp_pat
     assert ckpt["class_frequency"] == expected and ckpt["ignore_index"] == 65535
     assert sum(expected[c] for c in (256, 1000, 2999)) > 0
     assert json.loads((out / "class_frequency.json").read_text())["class_frequency"] == expected
+    during = json.loads((out / "eval_val.json").read_text())  # the evaluation at the end of training
+    assert during["train_images"] == expected and during["frequency_thresholds"] == [10, 100]
 
     # eval: ground-truth pixel counts per class equal the val label files exactly (ids > 255 included)
     capsys.readouterr()
