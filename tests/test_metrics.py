@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from esseg.metrics import ConfusionMatrix, compute_metrics, confusion_matrix, format_table, group_metrics
+from esseg.metrics import (
+    ConfusionMatrix, compute_metrics, confusion_matrix, format_table, frequency_group_metrics, frequency_groups, group_metrics,
+)
 
 IGNORE = 255
 
@@ -99,3 +101,34 @@ def test_group_metrics_by_hand():
     # a group with neither IoU nor pixels reports 0, not NaN
     assert g["d_mIoU"] == 0.0 and g["d_Acc"] == 0.0
     assert set(g) == {"ab_mIoU", "ab_Acc", "cd_mIoU", "cd_Acc", "d_mIoU", "d_Acc"}
+
+
+def test_frequency_groups_lvis_limits_by_hand():
+    images = [0, 1, 10, 11, 100, 101, 5000]
+    assert frequency_groups(images) == ["unseen", "rare", "rare", "common", "common", "frequent", "frequent"]
+    assert frequency_groups(images, (1, 11)) == ["unseen", "rare", "common", "common", "frequent", "frequent", "frequent"]
+    for bad in [(10, 10), (0, 5), (100, 10)]:
+        with pytest.raises(ValueError, match="thresholds must be two integers 1 <= t1 < t2"):
+            frequency_groups(images, bad)
+
+
+def test_frequency_group_metrics_by_hand():
+    m = compute_metrics(EXPECTED, ["a", "b", "c", "d"])  # IoU 1/2, 1/2, 0, None
+    g = frequency_group_metrics(m, [5, 50, 500, 0])  # a rare, b common, c frequent, d unseen
+    assert g["rare_mIoU"] == pytest.approx(0.5) and g["common_mIoU"] == pytest.approx(0.5)
+    assert g["frequent_mIoU"] == 0.0
+    assert g["unseen_mIoU"] is None  # d has no IoU (absent from GT and prediction): undefined, not 0
+    assert [g[f"{n}_classes"] for n in ("rare", "common", "frequent", "unseen")] == [1, 1, 1, 1]
+    assert g["frequency_group"] == ["rare", "common", "frequent", "unseen"] and g["train_images"] == [5, 50, 500, 0]
+    g = frequency_group_metrics(m, [1, 2, 200, 2], thresholds=(2, 100))  # a, b, d rare; c frequent
+    assert g["rare_mIoU"] == pytest.approx(0.5) and g["rare_classes"] == 3 and g["common_mIoU"] is None
+    assert g["frequency_thresholds"] == [2, 100]
+    with pytest.raises(ValueError, match="got 3 training image counts for 4 classes"):
+        frequency_group_metrics(m, [1, 2, 3])
+
+
+def test_format_table_shows_defined_frequency_groups_only():
+    m = compute_metrics(EXPECTED)
+    m.update(frequency_group_metrics(m, [5, 50, 500, 0]))
+    head, row = (line.split() for line in format_table(m).splitlines())
+    assert head[4:] == ["rare_mIoU", "common_mIoU", "frequent_mIoU"] and row[4:] == ["50.00", "50.00", "0.00"]

@@ -19,6 +19,11 @@ make the number depend on how many unused classes the label space has). A class 
 predicted (``n_c = 0 < s_c``) has IoU 0 and does count in mIoU; it has no accuracy and is left
 out of mAcc. All values are fractions in [0, 1]; the CLI prints percentages.
 
+Long tail: :func:`frequency_group_metrics` averages ``IoU_c`` within the groups of
+:func:`frequency_groups` (rare / common / frequent by the number of training images containing
+the class, LVIS limits 10 and 100; classes with no training image form a separate ``unseen``
+group).
+
 Only ``diag(M)``, the row sums and the column sums are needed, but the full matrix is kept
 because it is cheap for the label spaces in use (1284 classes: 13 MB) and handy to inspect.
 """
@@ -163,6 +168,60 @@ def group_metrics(metrics: dict, groups: dict[str, Sequence[int]]) -> dict[str, 
     return out
 
 
+FREQUENCY_THRESHOLDS = (10, 100)  # LVIS: rare 1-10, common 11-100, frequent > 100 training images
+FREQUENCY_GROUPS = ("rare", "common", "frequent", "unseen")
+
+
+def frequency_groups(train_images: Sequence[int], thresholds: Sequence[int] = FREQUENCY_THRESHOLDS) -> list[str]:
+    """The frequency group of every class from ``n_c``, the number of training images containing it.
+
+    With thresholds ``(t1, t2)`` (LVIS: ``(10, 100)``): ``rare`` if ``1 <= n_c <= t1``,
+    ``common`` if ``t1 < n_c <= t2``, ``frequent`` if ``n_c > t2``, and ``unseen`` if
+    ``n_c = 0`` (a class never seen in training is kept out of ``rare``).
+    """
+    t1, t2 = (int(t) for t in thresholds)
+    if not 1 <= t1 < t2:
+        raise ValueError(f"frequency thresholds must be two integers 1 <= t1 < t2, got {tuple(thresholds)}")
+    names = []
+    for n in train_images:
+        if n < 0:
+            raise ValueError(f"training image counts must be >= 0, got {n}")
+        names.append("unseen" if n == 0 else "rare" if n <= t1 else "common" if n <= t2 else "frequent")
+    return names
+
+
+def frequency_group_metrics(metrics: dict, train_images: Sequence[int], thresholds: Sequence[int] = FREQUENCY_THRESHOLDS) -> dict:
+    """mIoU over the frequency groups of :func:`frequency_groups` (long-tail evaluation, as LVIS).
+
+    For a group ``G``: ``<G>_mIoU = mean of IoU_c over c in G with n_c + s_c > 0`` (the classes
+    that enter the overall mIoU), ``None`` when no class of ``G`` has an IoU (e.g. no rare
+    classes at all), so an empty group never reads as 0.
+
+    Args:
+        metrics: the dict of :func:`compute_metrics` (needs ``IoU``).
+        train_images: ``(C,)`` number of training images containing each class.
+        thresholds: ``(t1, t2)`` group limits in images.
+
+    Returns:
+        ``rare_mIoU``, ``common_mIoU``, ``frequent_mIoU``, ``unseen_mIoU`` (float or None),
+        ``<G>_classes`` (classes of the label space in each group), ``frequency_thresholds``
+        and the per-class lists ``train_images`` and ``frequency_group``.
+    """
+    if len(train_images) != len(metrics["IoU"]):
+        raise ValueError(f"got {len(train_images)} training image counts for {len(metrics['IoU'])} classes")
+    groups = frequency_groups(train_images, thresholds)
+    out: dict = {}
+    for name in FREQUENCY_GROUPS:
+        ious = [iou for iou, g in zip(metrics["IoU"], groups) if g == name and iou is not None]
+        out[f"{name}_mIoU"] = float(sum(ious) / len(ious)) if ious else None
+    for name in FREQUENCY_GROUPS:
+        out[f"{name}_classes"] = groups.count(name)
+    out["frequency_thresholds"] = [int(t) for t in thresholds]
+    out["train_images"] = [int(n) for n in train_images]
+    out["frequency_group"] = groups
+    return out
+
+
 SUMMARY_KEYS = ("PAcc", "mAcc", "mIoU", "fIoU")
 
 
@@ -184,4 +243,7 @@ def format_table(metrics: dict) -> str:
     return f"{head}\n{row}"
 
 
-__all__ = ["ConfusionMatrix", "compute_metrics", "confusion_matrix", "format_table", "group_keys", "group_metrics", "SUMMARY_KEYS"]
+__all__ = [
+    "ConfusionMatrix", "FREQUENCY_GROUPS", "FREQUENCY_THRESHOLDS", "SUMMARY_KEYS", "compute_metrics", "confusion_matrix",
+    "format_table", "frequency_group_metrics", "frequency_groups", "group_keys", "group_metrics",
+]

@@ -26,6 +26,9 @@ def test_report_counts_pixels_per_class(make_ade20k):
     assert counts["wall"] == 3 and counts["building"] == 3 and counts["flag"] == 1 and counts["sky"] == 0
     assert report["classes_present"] == 3 and len(report["class_pixels"]) == 150
     assert "sky" in report["missing_classes"] and "wall" not in report["missing_classes"]
+    images = {c["name"]: c["images"] for c in report["class_pixels"]}
+    assert images["wall"] == 2 and images["building"] == 1 and images["flag"] == 1 and images["sky"] == 0
+    assert sum(images.values()) == 4
 
 
 def test_bad_files_are_collected_and_the_scan_goes_on(make_ade20k):
@@ -71,6 +74,7 @@ def test_falls_back_to_load_and_checks_the_class_range(monkeypatch):
 def test_format_report_lists_top_classes_and_invalid_files(make_ade20k):
     text = format_report(inspect_dataset("ade20k", make_ade20k(LABELS), "train"), top=2)
     assert "2 samples, 0 invalid" in text and "41.7% ignored" in text and "3/150 classes present" in text
+    assert "images per class: 3 rare (1-10), 0 common (11-100), 0 frequent (> 100), 147 unseen (0)" in text
     assert "top 2 classes" in text and "wall" in text and "flag" not in text.split("classes never seen")[0]
     assert text.endswith("OK")
 
@@ -98,7 +102,7 @@ def test_cli_missing_root_is_one_line_error(tmp_path, capsys):
 
 
 def test_unknown_dataset_name_lists_known_ones():
-    with pytest.raises(DatasetError, match="unknown dataset 'kitti'; known datasets: ade20k, ade20k_full, cityscapes"):
+    with pytest.raises(DatasetError, match="unknown dataset 'kitti'; known datasets: ade20k, .*cityscapes, .*folder"):
         inspect_dataset("kitti", None, "train")
 
 

@@ -6,6 +6,11 @@ import argparse
 import json
 import sys
 
+import yaml
+
+from esseg._io import atomic_write_text
+from esseg.errors import ConfigError
+
 BUILDER = "esseg.data.coco_lvis_builder"
 
 
@@ -13,7 +18,8 @@ def _inspect(args: argparse.Namespace) -> int:
     from esseg.data.inspect import format_report, inspect_dataset
 
     report = inspect_dataset(
-        args.dataset, args.root, args.split, check_images=args.check_images, progress=sys.stderr.isatty()
+        args.dataset, args.root, args.split, check_images=args.check_images, progress=sys.stderr.isatty(),
+        **_options(args.options),
     )
     if args.json != "-":
         print(format_report(report, top=args.top))
@@ -22,9 +28,20 @@ def _inspect(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
-            with open(args.json, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+            atomic_write_text(args.json, text + "\n")
     return 0 if report["ok"] else 2
+
+
+def _options(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        options = yaml.safe_load(text)
+    except yaml.YAMLError:
+        options = None
+    if not isinstance(options, dict):
+        raise ConfigError(f"--options must be a YAML mapping like '{{label_suffix: _gt}}', got {text!r}")
+    return options
 
 
 def register(subparsers) -> None:
@@ -41,11 +58,12 @@ def register(subparsers) -> None:
         "files. Exit status 0 when every sample is valid, 2 otherwise.",
     )
     p.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="dataset name")
-    p.add_argument("--root", help="dataset root directory (see docs/datasets.md)")
+    p.add_argument("--root", "--data-root", dest="root", help="dataset root directory (see docs/datasets.md)")
     p.add_argument("--split", default="train", help="split name (default: train)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE ('-' = stdout only)")
     p.add_argument("--top", type=int, default=10, help="classes to list by pixel count (default: 10)")
     p.add_argument("--check-images", action="store_true", help="also decode every image (slower)")
+    p.add_argument("--options", metavar="YAML", help="dataset options as in data.options, e.g. '{label_suffix: _gt}'")
     p.set_defaults(func=_inspect)
 
     try:

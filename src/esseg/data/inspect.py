@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from esseg.data import build_dataset
-from esseg.errors import DatasetError
+from esseg.data import DATASETS, build_dataset, get_dataset_class
+from esseg.data.frequency import images_per_class
+from esseg.errors import ConfigError, DatasetError
+from esseg.metrics import FREQUENCY_GROUPS, FREQUENCY_THRESHOLDS, frequency_groups
 
 
 def _read_label(dataset, index: int, check_images: bool) -> np.ndarray:
@@ -30,12 +32,16 @@ def inspect_dataset(
         check_images: also decode every image (slower); by default only image headers are read
             when the dataset offers ``load_label``.
         progress: show a progress bar on stderr.
-        **dataset_kwargs: passed to the dataset constructor (e.g. ``label_space="171"``).
+        **dataset_kwargs: passed to the dataset constructor (e.g. ``label_space="171"``), after
+            the class's ``inspect_options`` (e.g. ``folder`` keeps unpaired files as invalid
+            samples instead of refusing to open the split).
 
     Returns:
         a JSON-serialisable dict: ``num_samples``, ``num_invalid``, ``num_classes``,
         ``ignore_index``, ``pixels``, ``ignored_pixels``, ``ignored_fraction``,
-        ``classes_present``, ``class_pixels`` (one ``{"id", "name", "pixels"}`` per class),
+        ``classes_present``, ``class_pixels`` (one ``{"id", "name", "pixels", "images"}`` per class;
+        ``images``: valid samples containing the class, the training frequency of
+        ``esseg.data.frequency``),
         ``missing_classes`` (names), ``invalid`` (``{"index", "sample", "reason"}`` each) and
         ``ok`` (samples found and none invalid).
 
@@ -44,9 +50,14 @@ def inspect_dataset(
     """
     from tqdm import tqdm
 
-    dataset = build_dataset(name, root=root, split=split, **dataset_kwargs)
+    options = dict(getattr(get_dataset_class(name), "inspect_options", {})) if name in DATASETS else {}
+    try:
+        dataset = build_dataset(name, root=root, split=split, **{**options, **dataset_kwargs})
+    except TypeError as err:
+        raise ConfigError(f"options {dataset_kwargs} not accepted by dataset {name!r}: {err}") from None
     num_classes, ignore = dataset.num_classes, dataset.ignore_index
     counts = np.zeros(num_classes, dtype=np.int64)
+    images = np.zeros(num_classes, dtype=np.int64)
     ignored = 0
     invalid = []
     for index in tqdm(range(len(dataset)), desc=f"inspect {name}/{split}", disable=not progress):
@@ -63,6 +74,7 @@ def inspect_dataset(
             invalid.append({"index": index, "sample": dataset.sample_name(index), "reason": str(err)})
             continue
         counts += np.bincount(kept, minlength=num_classes)
+        images += images_per_class(kept, num_classes)
         ignored += label.size - kept.size
     total = int(counts.sum()) + ignored
     names = list(dataset.classes)
@@ -78,15 +90,27 @@ def inspect_dataset(
         "ignored_pixels": int(ignored),
         "ignored_fraction": ignored / total if total else 0.0,
         "classes_present": int((counts > 0).sum()),
-        "class_pixels": [{"id": c, "name": names[c], "pixels": int(n)} for c, n in enumerate(counts)],
+        "class_pixels": [
+            {"id": c, "name": names[c], "pixels": int(n), "images": int(m)} for c, (n, m) in enumerate(zip(counts, images))
+        ],
         "missing_classes": [names[c] for c in np.flatnonzero(counts == 0)],
         "invalid": invalid,
         "ok": len(dataset) > 0 and not invalid,
     }
 
 
+def frequency_line(images: list[int], thresholds=FREQUENCY_THRESHOLDS) -> str:
+    """One line: how many classes fall in each frequency group (images containing the class)."""
+    groups = frequency_groups(images, thresholds)
+    t1, t2 = thresholds
+    ranges = {"rare": f"1-{t1}", "common": f"{t1 + 1}-{t2}", "frequent": f"> {t2}", "unseen": "0"}
+    parts = [f"{groups.count(g)} {g} ({ranges[g]})" for g in FREQUENCY_GROUPS]
+    return f"images per class: {', '.join(parts)}"
+
+
 def format_report(report: dict, top: int = 10) -> str:
-    """Human-readable summary of :func:`inspect_dataset`'s report: the ``top`` classes by pixels."""
+    """Human-readable summary of :func:`inspect_dataset`'s report: the classes per frequency group
+    (:func:`esseg.metrics.frequency_groups` of the images per class) and the ``top`` classes by pixels."""
     r = report
     labelled = max(r["pixels"] - r["ignored_pixels"], 1)
     ignored = f"{100 * r['ignored_fraction']:.1f}% ignored (ignore_index={r['ignore_index']})"
@@ -94,6 +118,7 @@ def format_report(report: dict, top: int = 10) -> str:
         f"{r['dataset']} {r['split']} ({r['root']}): {r['num_samples']} samples, {r['num_invalid']} invalid",
         f"pixels: {r['pixels']:,} total, {ignored}; {r['classes_present']}/{r['num_classes']} classes present",
     ]
+    lines.append(frequency_line([c["images"] for c in r["class_pixels"]]))
     ranked = sorted((c for c in r["class_pixels"] if c["pixels"]), key=lambda c: -c["pixels"])[:top]
     if ranked:
         lines.append(f"top {len(ranked)} classes (share of labelled pixels):")

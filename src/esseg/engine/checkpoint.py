@@ -10,6 +10,7 @@ weights_only=True)`` can read it)::
     model_config   model.config: the create_model kwargs that rebuild the network
     class_names, palette (uint8 (C, 3) tensor or None), ignore_index
     best_mIoU, metrics (summary of the latest evaluation or None), esseg_version
+    class_frequency  training images per class (list of C ints) or None (esseg.data.frequency)
 """
 
 from __future__ import annotations

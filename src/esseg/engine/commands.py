@@ -80,7 +80,8 @@ def cmd_eval(args) -> int:
     from esseg.engine.evaluate import evaluate_checkpoint, write_metrics
 
     updates = {"data.root": args.data_root, "data.dataset": args.dataset}
-    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size)
+    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size,
+                                  freq_thresholds=_thresholds(args.freq_thresholds), class_frequency=args.class_frequency)
     if not _is_rank0():
         return 0
     ckpt = Path(args.checkpoint)
@@ -88,8 +89,24 @@ def cmd_eval(args) -> int:
     csv_path = Path(args.csv) if args.csv else json_path.with_name(json_path.stem + "_per_class.csv")
     write_metrics(metrics, json_path, csv_path)
     _print_metrics(metrics)
+    if "frequency_thresholds" in metrics:
+        t1, t2 = metrics["frequency_thresholds"]
+        print(f"classes by training images: {metrics['rare_classes']} rare (1-{t1}), {metrics['common_classes']} common "
+              f"({t1 + 1}-{t2}), {metrics['frequent_classes']} frequent (> {t2}), {metrics['unseen_classes']} unseen (0)")
     print(f"{metrics['num_valid_classes']} classes present; metrics: {json_path}; per-class IoU: {csv_path}")
     return 0
+
+
+def _thresholds(text: str) -> tuple[int, int]:
+    from esseg.errors import ConfigError
+
+    try:
+        t1, t2 = (int(v) for v in text.split(","))
+    except ValueError:
+        t1 = t2 = 0
+    if not 1 <= t1 < t2:
+        raise ConfigError(f"--freq-thresholds must be two integers 1 <= RARE_MAX < COMMON_MAX like 10,100, got {text!r}")
+    return t1, t2
 
 
 def _is_rank0() -> bool:
@@ -159,6 +176,12 @@ def register(subparsers) -> None:
     p.add_argument("--csv", metavar="FILE", help="per-class CSV (default <json stem>_per_class.csv)")
     p.add_argument("--batch-size", type=int, metavar="B", help="evaluation batch size (default train.eval_batch_size)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.add_argument("--freq-thresholds", default="10,100", metavar="RARE_MAX,COMMON_MAX",
+                   help="frequency groups by training images per class: rare 1..RARE_MAX, common ..COMMON_MAX, "
+                        "frequent above (default 10,100 as LVIS); needs the checkpoint's class_frequency")
+    p.add_argument("--class-frequency", metavar="FILE",
+                   help="images per class from `esseg data inspect --split <train split> --json FILE` "
+                        "(default: the class_frequency the checkpoint records)")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser(

@@ -4,7 +4,7 @@ A config has five sections; every key has a default, so an empty config trains E
 built-in ``glyph_scenes`` dataset::
 
     data:   dataset, root, options (extra dataset kwargs), val_options, train_split, val_split, crop_size,
-            scale_range, flip, color_jitter, val_mode, num_workers
+            scale_range, flip, color_jitter, val_mode, num_workers, class_frequency
     model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
@@ -47,6 +47,10 @@ class DataConfig:
     color_jitter: bool = False
     val_mode: Literal["whole", "crop_val"] = "whole"
     num_workers: int = 0
+    # images per class in the training split, stored in the checkpoint for eval's rare/common/frequent
+    # mIoU: "auto" (count from the label files, cached in <out_dir>/class_frequency.json), "none",
+    # or an `esseg data inspect --json` report of the training split
+    class_frequency: Optional[str] = "auto"
 
 
 @dataclass

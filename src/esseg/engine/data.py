@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from esseg.data import build_dataset
 from esseg.engine.config import Config, crop_hw
@@ -131,12 +131,24 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+def collate_same_size(batch: list) -> list:
+    """``default_collate`` of ``(image, label)`` pairs; samples of different sizes -> ConfigError."""
+    sizes = sorted({tuple(image.shape[-2:]) for image, _ in batch})
+    if len(sizes) > 1:
+        shown = " and ".join("x".join(map(str, s)) for s in sizes[:2])
+        raise ConfigError(
+            f"training samples differ in size ({shown}) and data.crop_size is not set: pass --crop-size S "
+            f"(e.g. 512) or set data.crop_size, or train with train.batch_size=1"
+        )
+    return default_collate(batch)
+
+
 def train_loader(dataset, batch_size: int, seed: int, rank: int, world_size: int, start_batch: int,
                  num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """An endless training loader starting at global batch ``start_batch`` (see module docstring)."""
     sampler = TrainBatchSampler(len(dataset), batch_size, seed, rank, world_size, start_batch)
     return DataLoader(
-        SeededSamples(dataset), batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+        SeededSamples(dataset), batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate_same_size,
         generator=torch.Generator().manual_seed(seed),  # keeps the global torch RNG untouched
     )
 

@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from esseg.data.frequency import read_class_frequency
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.config import apply_overrides, config_from_dict
 from esseg.engine.data import build_split, eval_loader
 from esseg.engine.distributed import cleanup_distributed, init_distributed
 from esseg.errors import CheckpointError
-from esseg.metrics import ConfusionMatrix, group_metrics
+from esseg.metrics import FREQUENCY_THRESHOLDS, ConfusionMatrix, frequency_group_metrics, group_metrics
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -81,7 +82,8 @@ def summary(metrics: dict) -> dict:
 
 
 def write_metrics(metrics: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:
-    """All metrics as JSON, and (optionally) a per-class CSV: class_id, class_name, IoU, Acc, pixel counts."""
+    """All metrics as JSON, and (optionally) a per-class CSV: class_id, class_name, IoU, Acc, pixel counts
+    (and ``train_images``, ``frequency_group`` when the metrics have frequency groups)."""
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(metrics, indent=1) + "\n")
@@ -91,10 +93,12 @@ def write_metrics(metrics: dict, json_path: str | Path, csv_path: str | Path | N
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["class_id", "class_name", "IoU", "Acc", "gt_pixels", "pred_pixels"])
+        extra = [k for k in ("train_images", "frequency_group") if k in metrics]
+        writer.writerow(["class_id", "class_name", "IoU", "Acc", "gt_pixels", "pred_pixels", *extra])
         rows = zip(metrics["class_names"], metrics["IoU"], metrics["Acc"], metrics["gt_pixels"], metrics["pred_pixels"])
         for c, (name, iou, acc, gt, pred) in enumerate(rows):
-            writer.writerow([c, name, "" if iou is None else f"{iou:.6f}", "" if acc is None else f"{acc:.6f}", gt, pred])
+            writer.writerow([c, name, "" if iou is None else f"{iou:.6f}", "" if acc is None else f"{acc:.6f}", gt, pred,
+                             *(metrics[k][c] for k in extra)])
 
 
 def evaluate_checkpoint(
@@ -105,12 +109,19 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int | None = None,
     progress: bool = True,
+    freq_thresholds: tuple[int, int] = FREQUENCY_THRESHOLDS,
+    class_frequency: str | Path | None = None,
 ) -> dict:
     """Evaluate a training checkpoint on ``split`` of the dataset it was trained on.
 
     The dataset comes from the checkpoint's config, changed by ``overrides``
     (``"data.root=/data/cityscapes"``) and ``updates`` (``{"data.root": ...}``). Under torchrun
     the work is sharded over the processes and every rank returns the same metrics.
+
+    Frequency groups (``rare_mIoU``, ``common_mIoU``, ``frequent_mIoU``, ``unseen_mIoU``, see
+    :func:`esseg.metrics.frequency_group_metrics`, split at ``freq_thresholds`` training images)
+    are added when the checkpoint records ``class_frequency`` or a ``class_frequency`` JSON file
+    (an ``esseg data inspect --json`` report of the training split) is given.
     """
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(apply_overrides(ckpt["config"], overrides, updates))
@@ -126,8 +137,15 @@ def evaluate_checkpoint(
         loader = eval_loader(dataset, batch_size or cfg.train.eval_batch_size, info.rank, info.world_size,
                              cfg.data.num_workers, pin_memory=dev.type == "cuda")
         names = [str(c) for c in dataset.classes]
-        return evaluate(model, loader, dataset.num_classes, dataset.ignore_index, dev, names,
-                        progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None))
+        frequency = (read_class_frequency(class_frequency, dataset.num_classes).tolist() if class_frequency
+                     else ckpt.get("class_frequency"))
+        if frequency is not None and len(frequency) != dataset.num_classes:
+            raise CheckpointError(f"checkpoint {checkpoint} records class_frequency for {len(frequency)} classes, not {dataset.num_classes}")
+        metrics = evaluate(model, loader, dataset.num_classes, dataset.ignore_index, dev, names,
+                           progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None))
+        if frequency is not None:
+            metrics.update(frequency_group_metrics(metrics, frequency, freq_thresholds))
+        return metrics
     finally:
         cleanup_distributed()
 

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from esseg.data.frequency import training_class_frequency
 from esseg.engine.checkpoint import (
     check_model_matches, create_model_checked, load_checkpoint, load_model_state, plain, rng_state,
     save_checkpoint, set_rng_state,
@@ -42,7 +43,7 @@ from esseg.engine.evaluate import evaluate, predict_batch, summary, write_metric
 from esseg.engine.logging import RunLogger
 from esseg.engine.visual import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
-from esseg.metrics import SUMMARY_KEYS, group_keys
+from esseg.metrics import SUMMARY_KEYS, frequency_group_metrics, group_keys
 
 
 class NonFiniteLossError(EssegError):
@@ -191,6 +192,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         raise DatasetError(f"{cfg.data.dataset}: train split has {num_classes} classes but val split {val_set.num_classes}")
     class_names = [str(c) for c in train_set.classes]
     palette = get_palette(getattr(train_set, "palette", None), num_classes)
+    d = cfg.data  # images per class, counted by every rank (no rank idles at a collective meanwhile)
+    source = {"dataset": d.dataset, "root": d.root, "split": d.train_split, "options": d.options}
+    class_frequency = training_class_frequency(d.class_frequency, train_set, out_dir / "class_frequency.json", source,
+                                               progress=info.is_main)
 
     model = build_model(cfg, num_classes).to(device)
     criterion = build_criterion(cfg, num_classes, ignore_index)
@@ -238,7 +243,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
             "scaler": scaler.state_dict(), "rng": _gather_rng(info), "iteration": iteration,
             "config": cfg.to_dict(), "model_config": plain(model.config), "class_names": class_names,
             "palette": torch.from_numpy(palette.copy()), "ignore_index": ignore_index,
-            "best_mIoU": best_miou, "metrics": metrics, "esseg_version": _version(),
+            "best_mIoU": best_miou, "metrics": metrics, "esseg_version": _version(), "class_frequency": class_frequency,
         }
 
     # ---- the loop
@@ -265,6 +270,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
                 broadcast_buffers(model)  # every rank evaluates rank 0's BatchNorm statistics
                 full = evaluate(model, val_loader, num_classes, ignore_index, device, class_names, amp=use_amp,
                                 class_groups=getattr(val_set, "class_groups", None))
+                if class_frequency is not None:
+                    full.update(frequency_group_metrics(full, class_frequency))
                 metrics = summary(full)
                 panels = []
                 if info.is_main and t.tensorboard and t.num_vis:
