@@ -85,3 +85,26 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, 
     assert "training loss is not finite (loss=nan" in line and "at iteration 2" in line
     assert f"last good checkpoint: {out / 'last.pt'} (iteration 1)" in line
     assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 1
+
+
+def test_diverging_lr_with_a_padded_class_table_stops_with_the_non_finite_message(tmp_path, capsys):
+    # C = 20 < 32: the exact kNN search pads the class table; NaN embeddings once returned its dummy ids.
+    args = tiny_args(tmp_path / "run", "--iters", "6", "--set", "data.options={num_classes: 20, size: 32, length: 6}",
+                     "optim.lr=1e30", "optim.optimizer=adamw")
+    line = run_error(capsys, ["train", *args])
+    assert "training loss is not finite (loss=" in line and "try a lower optim.lr" in line, line
+
+
+def test_eval_and_predict_with_a_nan_checkpoint_are_one_line_errors(trained_run, tmp_path, capsys):
+    ckpt = torch.load(trained_run / "last.pt", weights_only=True)
+    ckpt["model"] = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    nan_ckpt = tmp_path / "nan.pt"
+    torch.save(ckpt, nan_ckpt)
+    line = run_error(capsys, ["eval", "--checkpoint", str(nan_ckpt), "--device", "cpu"])
+    assert "hold NaN or inf" in line and "use an earlier checkpoint" in line, line
+    image = tmp_path / "image.png"
+    Image.new("RGB", (40, 24), (90, 140, 30)).save(image)
+    out = tmp_path / "pred"
+    line = run_error(capsys, ["predict", "--checkpoint", str(nan_ckpt), str(image), "--out", str(out), "--device", "cpu"])
+    assert "hold NaN or inf" in line, line
+    assert not out.exists() or not any(out.iterdir())
