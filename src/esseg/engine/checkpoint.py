@@ -3,7 +3,7 @@
 A checkpoint is a dict of tensors and plain Python values only (so ``torch.load(...,
 weights_only=True)`` can read it)::
 
-    model, optimizer, scheduler, scaler   state dicts
+    model, optimizer, scheduler, criterion, scaler   state dicts (criterion: the loss's refresh state)
     rng            list, one entry per rank: {"python", "numpy", "torch", "cuda"}
     iteration      completed training iterations
     config         the full training config (nested dict, see esseg.engine.config)
