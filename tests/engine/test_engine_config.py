@@ -142,3 +142,12 @@ def test_error_messages_shorten_huge_values():
         with pytest.raises(ConfigError) as err:
             config_from_dict(bad)
         assert len(str(err.value)) < 400, str(err.value)[:500]
+
+
+def test_dataset_option_errors_shorten_huge_values():
+    from esseg.engine.data import build_split
+
+    cfg = load_config(None, ["data.options={bogus: " + "x" * 100_000 + "}"])
+    with pytest.raises(ConfigError, match=r"data\.options \{'bogus': 'xxx.*\.\.\..*'\} not accepted by dataset 'glyph_scenes'") as err:
+        build_split(cfg, "train", train=True)
+    assert len(str(err.value)) < 400

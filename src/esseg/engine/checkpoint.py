@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from esseg._io import atomic_write
+from esseg.engine.config import short_repr
 from esseg.errors import CheckpointError, ConfigError
 
 
@@ -99,7 +100,7 @@ def plain(value):
     try:
         return json.loads(json.dumps(value))
     except TypeError as err:
-        raise CheckpointError(f"cannot store {value!r} in a checkpoint: {err}") from None
+        raise CheckpointError(f"cannot store {short_repr(value)} in a checkpoint: {err}") from None
 
 
 def create_model_checked(**kwargs) -> torch.nn.Module:
@@ -112,7 +113,7 @@ def create_model_checked(**kwargs) -> torch.nn.Module:
     except EssegError:
         raise
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        args = ", ".join(f"{k}={short_repr(v)}" for k, v in kwargs.items())
         raise ConfigError(f"cannot build model ({args}): {str(err).strip().splitlines()[0]}") from None
 
 

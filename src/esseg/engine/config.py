@@ -41,7 +41,7 @@ _REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = 6
 _REPR.maxlevel = 3
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """``repr(value)`` cut to a few dozen characters: messages never print a huge value."""
     return _REPR.repr(value)
 
@@ -210,7 +210,7 @@ def _coerce(value: Any, tp, key: str) -> Any:
             return dict(value)
     else:  # pragma: no cover - schema uses only the types above
         raise TypeError(f"unsupported config type {tp}")
-    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {_short(value)}")
+    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {short_repr(value)}")
 
 
 def _build_section(name: str, values: Any):
@@ -218,13 +218,13 @@ def _build_section(name: str, values: Any):
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config section {name!r} must be a mapping of keys, got {_short(values)}")
+        raise ConfigError(f"config section {name!r} must be a mapping of keys, got {short_repr(values)}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            shown = key if isinstance(key, str) and len(key) <= 60 else _short(key)
+            shown = key if isinstance(key, str) and len(key) <= 60 else short_repr(key)
             raise ConfigError(f"unknown config key {name}.{shown}; valid keys in {name}: {', '.join(known)}")
         kwargs[key] = _coerce(value, hints[key], f"{name}.{key}")
     return cls(**kwargs)
@@ -237,7 +237,7 @@ def config_from_dict(d: dict | None) -> Config:
         raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
     for name in d:
         if name not in _SECTION_CLASSES:
-            raise ConfigError(f"unknown config section {_short(name)}; valid sections: {', '.join(_SECTION_CLASSES)}")
+            raise ConfigError(f"unknown config section {short_repr(name)}; valid sections: {', '.join(_SECTION_CLASSES)}")
     cfg = Config(**{name: _build_section(name, d.get(name)) for name in _SECTION_CLASSES})
     validate(cfg)
     return cfg
@@ -333,10 +333,10 @@ def apply_overrides(d: dict, overrides: list[str] | None = None, updates: dict[s
     """Apply ``"section.key=value"`` strings, then ``{"section.key": value}`` updates, to ``d`` in place."""
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"override {_short(item)} must look like section.key=value (e.g. loss.k=8)")
+            raise ConfigError(f"override {short_repr(item)} must look like section.key=value (e.g. loss.k=8)")
         key, _, raw = item.partition("=")
         try:
-            value = yaml_load(raw, f"override {_short(key.strip())}") if raw.strip() else None
+            value = yaml_load(raw, f"override {short_repr(key.strip())}") if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         set_value(d, key.strip(), value)
@@ -357,7 +357,7 @@ def set_value(d: dict, key: str, value: Any) -> None:
     name, deeper, sub = rest.partition(".")
     cls = _SECTION_CLASSES.get(section)
     if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
-        raise ConfigError(f"unknown config key {_short(key)}; valid keys: {', '.join(valid_keys())}")
+        raise ConfigError(f"unknown config key {short_repr(key)}; valid keys: {', '.join(valid_keys())}")
     if not isinstance(d.get(section), dict):
         d[section] = {}
     if not deeper:
@@ -365,11 +365,11 @@ def set_value(d: dict, key: str, value: Any) -> None:
         return
     parts = [name, *sub.split(".")]
     if "" in parts:
-        raise ConfigError(f"config key {_short(key)} has an empty part; write section.key or section.key.name")
+        raise ConfigError(f"config key {short_repr(key)} has an empty part; write section.key or section.key.name")
     if typing.get_type_hints(cls)[name] is not dict:
         maps = ", ".join(f"{section}.{f.name}" for f in dataclasses.fields(cls) if typing.get_type_hints(cls)[f.name] is dict)
         raise ConfigError(
-            f"unknown config key {_short(key)}: only mapping keys ({maps or 'none in ' + section}) take a "
+            f"unknown config key {short_repr(key)}: only mapping keys ({maps or 'none in ' + section}) take a "
             f"further .name; set {section}.{name} itself"
         )
     target = d[section]
@@ -379,7 +379,7 @@ def set_value(d: dict, key: str, value: Any) -> None:
             inner = {}
         elif not isinstance(inner, dict):
             where = ".".join([section, *parts[: depth + 1]])
-            raise ConfigError(f"cannot set {_short(key)}: {where} is {_short(inner)}, not a mapping")
+            raise ConfigError(f"cannot set {short_repr(key)}: {where} is {short_repr(inner)}, not a mapping")
         target[part] = dict(inner)  # a copy: YAML aliases may share the mapping
         target = target[part]
     target[parts[-1]] = value
@@ -402,9 +402,9 @@ def validate(cfg: Config) -> None:
     need(dt.num_workers >= 0, f"data.num_workers must be >= 0, got {dt.num_workers}")
     if dt.crop_size is not None:
         size = [dt.crop_size] * 2 if isinstance(dt.crop_size, int) else dt.crop_size
-        need(len(size) == 2 and min(size) >= 1, f"data.crop_size must be an int or [height, width] > 0, got {_short(dt.crop_size)}")
+        need(len(size) == 2 and min(size) >= 1, f"data.crop_size must be an int or [height, width] > 0, got {short_repr(dt.crop_size)}")
     need(len(dt.scale_range) == 2 and 0 < dt.scale_range[0] <= dt.scale_range[1],
-         f"data.scale_range must be [min, max] with 0 < min <= max, got {_short(dt.scale_range)}")
+         f"data.scale_range must be [min, max] with 0 < min <= max, got {short_repr(dt.scale_range)}")
     if m.method == "ess":
         need(m.embedding_dim >= 1, f"model.embedding_dim must be >= 1 for method ess, got {m.embedding_dim}")
         need(lo.k >= 1, f"loss.k must be >= 1, got {lo.k}")
@@ -432,6 +432,6 @@ def crop_hw(crop_size: int | list[int] | None) -> tuple[int, int] | None:
 
 __all__ = [
     "Config", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
-    "MAX_YAML_NODES", "apply_overrides", "config_from_dict", "crop_hw", "load_config", "set_value", "valid_keys",
+    "MAX_YAML_NODES", "apply_overrides", "config_from_dict", "crop_hw", "load_config", "set_value", "short_repr", "valid_keys",
     "validate", "yaml_load",
 ]
