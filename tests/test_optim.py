@@ -69,3 +69,30 @@ def test_adamw_keeps_groups_and_uses_momentum_as_beta1():
     assert groups["class_embeddings"]["lr"] == pytest.approx(1e-3 * 0.9**0.95)
     with pytest.raises(ValueError, match="optimizer must be"):
         build_optimizer(model, lr=1e-3, optimizer="lamb")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("key, value, message", [
+    ("momentum", -0.1, r"momentum must be in \[0, 1\)"),
+    ("momentum", 1.0, r"momentum must be in \[0, 1\)"),
+    ("class_embedding_momentum", 1.5, r"class_embedding_momentum must be in \[0, 1\)"),
+    ("poly_power", 0.0, "poly_power must be > 0"),
+    ("class_embedding_poly_power", -1.0, "class_embedding_poly_power must be > 0"),
+])
+def test_build_optimizer_refuses_bad_momentum_and_poly_power(optimizer, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        build_optimizer(nn.Linear(2, 2), lr=0.1, optimizer=optimizer, **{key: value})
+
+
+def test_adamw_refuses_beta1_of_one_with_a_hint():
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\) \(Adam's beta1"):
+        build_optimizer(nn.Linear(2, 2), lr=0.1, optimizer="adamw", momentum=1.0)
+
+
+def test_poly_rejects_non_positive_powers():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="power must be > 0"):
+        PolyLR(opt, total_iters=5, power=0.0)
+    opt.param_groups[0]["poly_power"] = -0.5
+    with pytest.raises(ValueError, match="poly_power of group '\\?' must be > 0"):
+        PolyLR(opt, total_iters=5)

@@ -23,3 +23,7 @@ class ConfigError(EssegError):
 
 class CheckpointError(EssegError):
     """A checkpoint is unreadable or does not match the requested model."""
+
+
+class NonFiniteError(EssegError):
+    """A model's embeddings or outputs hold NaN or infinite values (e.g. a diverged checkpoint)."""

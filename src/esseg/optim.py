@@ -44,9 +44,18 @@ def build_optimizer(
         optimizer: ``"sgd"`` (the paper) or ``"adamw"``, which keeps the groups, their learning
             rates and weight decays and uses each group's momentum as Adam's beta1 (beta2 0.999).
             AdamW trains randomly initialised networks in far fewer steps (the CPU demo uses it).
+
+    Raises:
+        ValueError: a momentum outside [0, 1) or a poly power <= 0.
     """
     if optimizer not in ("sgd", "adamw"):
         raise ValueError(f"optimizer must be 'sgd' or 'adamw'; got {optimizer!r}")
+    for name, value in (("momentum", momentum), ("class_embedding_momentum", class_embedding_momentum)):
+        if not 0 <= value < 1:  # SGD momentum; Adam's beta1 with adamw
+            use = "Adam's beta1, " if optimizer == "adamw" else ""
+            raise ValueError(f"{name} must be in [0, 1) ({use}paper: 0.9 / 0.95); got {value}")
+    for name, value in (("poly_power", poly_power), ("class_embedding_poly_power", class_embedding_poly_power)):
+        check_poly_power(value, name)
     groups = model.param_groups() if hasattr(model, "param_groups") else {"head": list(model.parameters())}
     if backbone_bn_momentum is not None and hasattr(model, "net") and isinstance(getattr(model.net, "encoder", None), nn.Module):
         for m in model.net.encoder.modules():
@@ -72,16 +81,26 @@ def build_optimizer(
     return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def check_poly_power(power: float, name: str = "poly_power") -> None:
+    """Raise unless ``power > 0`` (``(1 - it/T) ** power`` must fall from 1 to 0)."""
+    if not power > 0:  # also refuses NaN; a power <= 0 never decays and divides by zero at the end
+        raise ValueError(f"{name} must be > 0 (paper: 0.9); got {power}")
+
+
 class PolyLR(LRScheduler):
     """Polynomial decay per group: ``lr_g = base_lr_g * (1 - it / total_iters) ** power_g``.
 
-    ``power_g`` is the group's ``poly_power`` (set by :func:`build_optimizer`) or ``power``.
+    ``power_g`` is the group's ``poly_power`` (set by :func:`build_optimizer`) or ``power``;
+    every power must be > 0.
     Call ``step()`` once per iteration; past ``total_iters`` the LR stays at 0.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_iters: int, power: float = 0.9, last_epoch: int = -1):
         if total_iters < 1:
             raise ValueError(f"total_iters must be >= 1; got {total_iters}")
+        check_poly_power(power, "power")
+        for group in optimizer.param_groups:
+            check_poly_power(group.get("poly_power", power), f"poly_power of group {group.get('name', '?')!r}")
         self.total_iters, self.power = total_iters, power
         super().__init__(optimizer, last_epoch)
 

@@ -81,7 +81,7 @@ def test_coco_root_argument_overrides_recorded_one(tmp_path):
 
 
 def test_missing_root_is_reported():
-    with pytest.raises(DatasetError, match="no dataset root given; pass --root DIR"):
+    with pytest.raises(DatasetError, match=r"no dataset root given; pass the folder holding train/ and val/ .* as --data-root DIR \(esseg train/eval\) or --root DIR"):
         COCOLVIS(None, "train")
 
 

@@ -78,3 +78,76 @@ def test_invalid_override_lists_valid_keys():
         load_config(None, ["train.iters"])
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/config.yaml")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"optim": {"momentum": -0.1}}, r"optim\.momentum must be in \[0, 1\), got -0\.1"),
+    ({"optim": {"momentum": 1.0, "optimizer": "adamw"}}, r"optim\.momentum must be in \[0, 1\) \(AdamW uses it as beta1\)"),
+    ({"optim": {"class_embedding_momentum": 1.2}}, r"optim\.class_embedding_momentum must be in \[0, 1\)"),
+    ({"optim": {"poly_power": 0}}, r"optim\.poly_power must be > 0, got 0"),
+    ({"optim": {"class_embedding_poly_power": -1}}, r"optim\.class_embedding_poly_power must be > 0"),
+    ({"optim": {"backbone_bn_momentum": 2}}, r"optim\.backbone_bn_momentum must be in \[0, 1\]"),
+])
+def test_optimiser_ranges_are_checked_before_training(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(bad)
+
+
+def test_set_reaches_keys_inside_mapping_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  options: &opts {num_classes: 8, size: 32}\n  val_options: *opts\n")
+    cfg = load_config(path, ["data.options.num_classes=5000", "data.val_options.length=3", "data.options.extra.depth=2"])
+    assert cfg.data.options == {"num_classes": 5000, "size": 32, "extra": {"depth": 2}}
+    assert cfg.data.val_options == {"num_classes": 8, "size": 32, "length": 3}  # the alias was copied, not shared
+    assert load_config(None, ["data.options.num_classes=20"]).data.options == {"num_classes": 20}
+    for override, message in [
+        ("data.crop_size.x=1", r"unknown config key 'data\.crop_size\.x': only mapping keys \(data\.options, data\.val_options\)"),
+        ("train.iters.x=1", r"unknown config key 'train\.iters\.x': only mapping keys \(none in train\)"),
+        ("data.optionz.x=1", r"unknown config key 'data\.optionz\.x'; valid keys"),
+        ("data.options.=1", "has an empty part"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [override])
+    with pytest.raises(ConfigError, match=r"cannot set 'data\.options\.a\.b': data\.options\.a is 5, not a mapping"):
+        load_config(None, ["data.options={a: 5}", "data.options.a.b=1"])
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\ndata: *a{levels - 1}\n"
+
+
+def test_hostile_config_files_are_one_line_errors(tmp_path):
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(b"train:\x00\n")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb())  # 9**9 values once expanded
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("data: &d {options: *d}\n")
+    for path, message in [(binary, "is not a YAML text file"), (nul, "is not a YAML text file"),
+                          (bomb, "YAML aliases expand to more than 100000 values"), (loop, "refers to its own anchor")]:
+        with pytest.raises(ConfigError, match=message) as err:
+            load_config(path)
+        assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="override 'data.options': YAML aliases expand"):
+        load_config(None, ["data.options=" + _alias_bomb(8).replace("\n", ", ").join("{}")])
+
+
+def test_error_messages_shorten_huge_values():
+    huge = {"train": {"iters": "x" * 100_000}, "data": {"crop_size": list(range(10_000))}}
+    for bad in (huge, {"data": ["y" * 100_000]}, {"z" * 100_000: {}}, {"data": {"crop_size": list(range(10_000))}}):
+        with pytest.raises(ConfigError) as err:
+            config_from_dict(bad)
+        assert len(str(err.value)) < 400, str(err.value)[:500]
+
+
+def test_dataset_option_errors_shorten_huge_values():
+    from esseg.engine.data import build_split
+
+    cfg = load_config(None, ["data.options={bogus: " + "x" * 100_000 + "}"])
+    with pytest.raises(ConfigError, match=r"data\.options \{'bogus': 'xxx.*\.\.\..*'\} not accepted by dataset 'glyph_scenes'") as err:
+        build_split(cfg, "train", train=True)
+    assert len(str(err.value)) < 400

@@ -85,3 +85,62 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, 
     assert "training loss is not finite (loss=nan" in line and "at iteration 2" in line
     assert f"last good checkpoint: {out / 'last.pt'} (iteration 1)" in line
     assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 1
+
+
+def test_diverging_lr_with_a_padded_class_table_stops_with_the_non_finite_message(tmp_path, capsys):
+    # C = 20 < 32: the exact kNN search pads the class table; NaN embeddings once returned its dummy ids.
+    args = tiny_args(tmp_path / "run", "--iters", "6", "--set", "data.options={num_classes: 20, size: 32, length: 6}",
+                     "optim.lr=1e30", "optim.optimizer=adamw")
+    line = run_error(capsys, ["train", *args])
+    assert "training loss is not finite (loss=" in line and "try a lower optim.lr" in line, line
+
+
+def test_eval_and_predict_with_a_nan_checkpoint_are_one_line_errors(trained_run, tmp_path, capsys):
+    ckpt = torch.load(trained_run / "last.pt", weights_only=True)
+    ckpt["model"] = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    nan_ckpt = tmp_path / "nan.pt"
+    torch.save(ckpt, nan_ckpt)
+    line = run_error(capsys, ["eval", "--checkpoint", str(nan_ckpt), "--device", "cpu"])
+    assert "hold NaN or inf" in line and "use an earlier checkpoint" in line, line
+    image = tmp_path / "image.png"
+    Image.new("RGB", (40, 24), (90, 140, 30)).save(image)
+    out = tmp_path / "pred"
+    line = run_error(capsys, ["predict", "--checkpoint", str(nan_ckpt), str(image), "--out", str(out), "--device", "cpu"])
+    assert "hold NaN or inf" in line, line
+    assert not out.exists() or not any(out.iterdir())
+
+
+class Foreign:
+    """A class a hostile or foreign checkpoint may pickle."""
+
+
+def test_unsafe_checkpoints_give_no_unsafe_advice_and_no_escape_codes(tmp_path, capsys):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {}, "model_config": {}, "extra": Foreign()}, foreign)
+    crafted = tmp_path / "crafted.pt"
+    crafted.write_bytes(b"\x80\x02c\x1b[31mevil\x1b[0m\nthing\n.")  # a pickle global with escape codes in its name
+    for path, name in [(foreign, "Foreign"), (crafted, "evil.thing")]:
+        line = run_error(capsys, ["eval", "--checkpoint", str(path)])
+        assert f"cannot read checkpoint {path}: it holds objects other than tensors and plain values" in line, line
+        assert name in line and "\x1b" not in line and line.isprintable(), line
+        for advice in ("weights_only", "can still be loaded", "safe_globals", "trust"):
+            assert advice not in line, line
+
+
+def test_hostile_config_files_through_the_cli(tmp_path, capsys):
+    binary = tmp_path / "last.pt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert "is not a YAML text file" in run_error(capsys, ["train", *tiny_args(tmp_path / "run"), "--config", str(binary)])
+    bomb = tmp_path / "bomb.yaml"
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb.write_text("\n".join(levels) + "\ndata: *a8\n")
+    assert "an alias bomb?" in run_error(capsys, ["train", *tiny_args(tmp_path / "run"), "--config", str(bomb)])
+
+
+def test_dataset_root_hint_names_the_flags_of_each_command(tmp_path, capsys):
+    line = run_error(capsys, ["train", "--dataset", "voc", "--data-root", str(tmp_path / "none"), "--device", "cpu",
+                              "--out", str(tmp_path / "run")])
+    assert "--data-root DIR (esseg train/eval) or --root DIR (esseg data inspect)" in line and "pass --root" not in line
+    line = run_error(capsys, ["data", "inspect", "--dataset", "voc", "--root", str(tmp_path / "none")])
+    assert "--root DIR (esseg data inspect)" in line

@@ -102,3 +102,41 @@ def test_clustered_search_in_blocks_equals_one_block():
     d1, i1 = index.search(q, 5, nprobe=3)
     d2, i2 = index.search(q, 5, nprobe=3, block_elements=1)  # one query per block
     assert torch.equal(i1, i2) and torch.equal(d1, d2)
+
+
+BACKEND_OPTIONS = [("torch", {}), ("faiss", {}), ("faiss", {"nlist": 4, "nprobe": 2}), ("clustered", {"nlist": 4, "nprobe": 2})]
+
+
+@pytest.mark.parametrize("backend, options", BACKEND_OPTIONS)
+@pytest.mark.parametrize("c", [20, 64])  # 20: the torch search pads the table to whole groups of 32
+def test_non_finite_inputs_give_valid_ids(backend, options, c):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(c)
+    q, db = torch.randn(40, 6, generator=g), torch.randn(c, 6, generator=g)
+    q[3], q[7, 2], q[9] = float("nan"), float("inf"), float("-inf")
+    bad_db = db.clone()
+    bad_db[5], bad_db[11, 0] = float("nan"), float("inf")
+    for queries, database in [(q, db), (q, bad_db), (q, torch.full_like(db, float("nan")))]:
+        for k in (1, 5, c):
+            _, i = knn_search(queries, database, k, backend=backend, **options)
+            assert i.shape == (40, k) and i.dtype == torch.int64
+            assert int(i.min()) >= 0 and int(i.max()) < c, (k, int(i.min()), int(i.max()))
+
+
+@pytest.mark.parametrize("c", [20, 64, 500])
+def test_torch_exact_ranks_non_finite_classes_last(c):
+    # Oracle: brute force with NaN/inf distances as +inf; finite queries get the finite classes first.
+    g = torch.Generator().manual_seed(c)
+    q, db = torch.randn(30, 6, generator=g, dtype=torch.float64), torch.randn(c, 6, generator=g, dtype=torch.float64)
+    db[4], db[c - 1, 3] = float("nan"), float("inf")
+    k = c - 2
+    d2 = torch.cdist(q, db.nan_to_num(nan=0.0, posinf=0.0)).pow(2)
+    d2[:, [4, c - 1]] = float("inf")
+    ref_d, ref_i = d2.sort(dim=1, stable=True)
+    for tiles in ({}, {"tile_rows": 7, "tile_cols": 64}):
+        d, i = torch_exact_search(q, db, k, **tiles)
+        assert torch.equal(i, ref_i[:, :k])
+        torch.testing.assert_close(d, ref_d[:, :k])
+    _, i = torch_exact_search(q, db, c)
+    assert set(i[:, -2:].flatten().tolist()) == {4, c - 1}

@@ -67,3 +67,16 @@ def test_candidate_neighbours_give_the_exact_value():
     ref = brute_force(mu, 0.6)
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(torch.autograd.grad(loss, mu)[0], torch.autograd.grad(ref, mu)[0])
+
+
+def test_non_finite_class_embeddings_give_valid_neighbours_and_nan_loss():
+    # C = 20 < 32: the exact search pads the table with dummy rows, which NaN rows once reached.
+    mu = torch.nn.functional.normalize(torch.randn(20, 4, generator=torch.Generator().manual_seed(7)), dim=1)
+    mu[3] = float("nan")
+    for m in (1, 8):
+        others = nearest_other(mu, m=m).view(20, -1)
+        assert int(others.min()) >= 0 and int(others.max()) < 20
+        assert not (others == torch.arange(20).unsqueeze(1)).any()
+        assert (others[torch.arange(20) != 3] != 3).all()  # the NaN class is nobody's nearest
+    assert torch.isnan(max_margin_loss(mu))
+    assert torch.isnan(max_margin_loss(torch.full((20, 4), float("nan"))))

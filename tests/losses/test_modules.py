@@ -84,3 +84,54 @@ def test_regulariser_refresh_caches_neighbours_between_refreshes():
     crit.eval()
     crit(x, y, moved)
     torch.testing.assert_close(crit.terms["reg"], max_margin_loss(moved, 0.5))
+
+
+@pytest.mark.parametrize("tau", [0.0, -0.05, float("nan")])
+def test_non_positive_tau_is_refused(batch, tau):
+    x, y, mu = batch
+    for call in (lambda: ESSLoss(tau=tau), lambda: knn_cross_entropy(x, y, mu, tau=tau),
+                 lambda: exact_cross_entropy(x, y, mu, tau=tau)):
+        with pytest.raises(ValueError, match=r"tau must be > 0 \(the softmax temperature"):
+            call()
+
+
+@pytest.mark.parametrize("mode", ["knn", "exact"])
+@pytest.mark.parametrize("stride", [1, 4])
+def test_nan_embeddings_give_nan_loss_not_index_error(batch, mode, stride):
+    # C = 20 < 32: the exact search pads the class table, which NaN distances used to reach.
+    x, y, _ = batch
+    mu = F.normalize(torch.randn(20, 6, generator=torch.Generator().manual_seed(5)), dim=1)
+    y = y % 20
+    nan_x = x.detach().clone()
+    nan_x[0, :, 1, 1] = float("nan")
+    nan_mu = mu.clone()
+    nan_mu[:] = float("nan")
+    for xs, mus in [(nan_x, mu), (x.detach(), nan_mu)]:
+        loss = ESSLoss(k=7, mode=mode, query_stride=stride, reg_refresh_every=2)(xs, y, mus)
+        assert torch.isnan(loss)
+
+
+def test_regulariser_refresh_state_is_in_the_state_dict():
+    # A loss restored from state_dict() continues exactly like the uninterrupted one.
+    g = torch.Generator().manual_seed(6)
+    tables = [F.normalize(torch.randn(40, 3, generator=g, dtype=torch.float64), dim=1) for _ in range(5)]
+    x = F.normalize(torch.randn(20, 3, generator=g, dtype=torch.float64), dim=1)
+    y = torch.randint(0, 40, (20,), generator=g)
+    straight = ESSLoss(k=3, reg_refresh_every=3, reg_candidates=2)
+    first = ESSLoss(k=3, reg_refresh_every=3, reg_candidates=2)
+    for mu in tables[:2]:
+        straight(x, y, mu)
+        first(x, y, mu)
+    state = first.state_dict()
+    assert state["_extra_state"]["calls"] == 2 and state["_extra_state"]["reg_cache"].shape == (40, 2)
+    resumed = ESSLoss(k=3, reg_refresh_every=3, reg_candidates=2)
+    resumed.load_state_dict(state)
+    fresh = ESSLoss(k=3, reg_refresh_every=3, reg_candidates=2)  # what a resume did before: refresh at once
+    differs = []
+    for mu in tables[2:]:
+        straight(x, y, mu)
+        resumed(x, y, mu)
+        fresh(x, y, mu)
+        assert torch.equal(straight.terms["reg"], resumed.terms["reg"])
+        differs.append(not torch.equal(straight.terms["reg"], fresh.terms["reg"]))
+    assert any(differs)  # the test can tell a restored state from a fresh one

@@ -105,3 +105,28 @@ def test_wrong_channels_and_bad_names():
         create_model("deeplabv9", num_classes=4)
     with pytest.raises(EssegError, match="unknown encoder 'resnet5000'"):
         create_model(encoder="resnet5000", num_classes=4)
+
+
+def test_non_finite_embeddings_or_logits_raise_a_clear_error():
+    from esseg.errors import NonFiniteError
+
+    g = torch.Generator().manual_seed(3)
+    x, mu = torch.randn(50, 4, generator=g), torch.randn(20, 4, generator=g)  # C = 20: padded search
+    nan_x, nan_mu = x.clone(), mu.clone()
+    nan_x[7, 1], nan_mu[2] = float("nan"), float("inf")
+    with pytest.raises(NonFiniteError, match=r"pixel embeddings hold NaN or inf \(1 of 200 values\)"):
+        nearest_class(nan_x, mu, chunk_size=16)
+    with pytest.raises(NonFiniteError, match="class embeddings hold NaN or inf .* use an earlier checkpoint"):
+        nearest_class(x, nan_mu)
+    assert isinstance(NonFiniteError("x"), EssegError)
+    ess, base = EmbeddingSegmenter(TinyNet(4), 20, 4), BaselineSegmenter(TinyNet(20), 20)
+    images = torch.randn(1, 3, 8, 8, generator=g)
+    for model in (ess, base):
+        model.eval()
+        assert model.predict(images).shape == (1, 8, 8)
+        with torch.no_grad():
+            model.net.head.weight.fill_(float("nan"))
+        with pytest.raises(NonFiniteError, match="not finite"):
+            model.predict(images)
+        with pytest.raises(NonFiniteError):
+            model.predict_topk(images, k=3)

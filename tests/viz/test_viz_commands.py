@@ -124,3 +124,10 @@ def test_every_subcommand_has_help(command, capsys):
         main([*command, "--help"])
     assert info.value.code == 0
     assert "usage: esseg " + " ".join(command) in capsys.readouterr().out
+
+
+def test_export_embeddings_help_names_the_files_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        main(["export-embeddings", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "class_embeddings.pt, class_embeddings.npy and classes.tsv" in text and "PNG" not in text

@@ -17,6 +17,14 @@ from esseg.errors import DatasetError
 
 LABEL_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L")
 DOCS = "see docs/datasets.md"
+# The commands name the dataset folder differently: train/eval (and viz) take --data-root, data inspect --root.
+ROOT_FLAGS = "--data-root DIR (esseg train/eval) or --root DIR (esseg data inspect)"
+SPLIT_HINT = "the split name (--split, or data.train_split/data.val_split)"
+
+
+def pass_root(what: str) -> str:
+    """``"pass <what> as --data-root DIR (esseg train/eval) or --root DIR (esseg data inspect)"``."""
+    return f"pass {what} as {ROOT_FLAGS}"
 
 
 def unreadable(what: str, path: Path, err: BaseException) -> DatasetError:
@@ -36,10 +44,10 @@ def find_root(root, dataset: str, marker: str, layout: str, subdirs: tuple[str, 
         subdirs: further places below ``root`` to look in (forgiving roots).
     """
     if root is None:
-        raise DatasetError(f"{dataset}: no dataset root given; pass --root DIR holding {layout} ({DOCS})")
+        raise DatasetError(f"{dataset}: no dataset root given; {pass_root(f'the folder holding {layout}')} ({DOCS})")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"{dataset}: root {root} does not exist; pass --root DIR holding {layout} ({DOCS})")
+        raise DatasetError(f"{dataset}: root {root} does not exist; {pass_root(f'the folder holding {layout}')} ({DOCS})")
     candidates = [root / sub for sub in ("", *subdirs)]
     for candidate in candidates:
         if (candidate / marker).exists():
@@ -51,7 +59,7 @@ def find_root(root, dataset: str, marker: str, layout: str, subdirs: tuple[str, 
 def read_split_file(path: Path, dataset: str) -> list[str]:
     """Sample ids listed in a split file, one per line (the stem of the first token)."""
     if not path.is_file():
-        raise DatasetError(f"{dataset}: split file {path} not found; check --split and the layout ({DOCS})")
+        raise DatasetError(f"{dataset}: split file {path} not found; check {SPLIT_HINT} and the layout ({DOCS})")
     ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
     if not ids:
         raise DatasetError(f"{dataset}: split file {path} is empty; it must list one sample id per line")
@@ -61,7 +69,7 @@ def read_split_file(path: Path, dataset: str) -> list[str]:
 def check_pairs(samples: list[tuple[Path, Path]], dataset: str, where: Path) -> None:
     """Raise if the split is empty or any listed image/label file is missing."""
     if not samples:
-        raise DatasetError(f"{dataset}: no samples found under {where}; check --root/--split ({DOCS})")
+        raise DatasetError(f"{dataset}: no samples found under {where}; check the dataset folder and {SPLIT_HINT} ({DOCS})")
     missing = [p for pair in samples for p in pair if not p.is_file()]
     if missing:
         raise DatasetError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from esseg.data._files import pass_root
 from esseg.data.base import SegmentationDataset, default_ignore_index
 from esseg.errors import DatasetError
 
@@ -59,7 +60,7 @@ class COCOLVIS(SegmentationDataset):
         super().__init__(root, split, transforms)
         if root is None:
             raise DatasetError(
-                "coco_lvis: no dataset root given; pass --root DIR holding train/ and val/ from `esseg build-coco-lvis`"
+                f"coco_lvis: no dataset root given; {pass_root('the folder holding train/ and val/ from `esseg build-coco-lvis`')}"
             )
         self.split_dir = Path(root) / split
         index = self.split_dir / "index.tsv"

@@ -3,7 +3,7 @@
 A checkpoint is a dict of tensors and plain Python values only (so ``torch.load(...,
 weights_only=True)`` can read it)::
 
-    model, optimizer, scheduler, scaler   state dicts
+    model, optimizer, scheduler, criterion, scaler   state dicts (criterion: the loss's refresh state)
     rng            list, one entry per rank: {"python", "numpy", "torch", "cuda"}
     iteration      completed training iterations
     config         the full training config (nested dict, see esseg.engine.config)
@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from esseg._io import atomic_write
+from esseg.engine.config import short_repr
 from esseg.errors import CheckpointError, ConfigError
 
 
@@ -54,16 +56,41 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
+_UNSAFE = "WeightsUnpickler error:"
+
+
+def _load_error(err: BaseException) -> str:
+    """One plain line about why ``torch.load(weights_only=True)`` failed, without torch's advice.
+
+    torch suggests ``weights_only=False`` or allowlisting the file's globals: both would run code
+    from a possibly hostile file, so only the reason is kept. Escape sequences and other control
+    characters (which a crafted file can put into the message) are removed.
+    """
+    text = _ANSI.sub("", str(err))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    unsafe = [line for line in lines if line.startswith(_UNSAFE)]
+    if unsafe:  # a pickle that needs more than tensors and plain values
+        reason = unsafe[0][len(_UNSAFE):].split(" Please use", 1)[0].strip().rstrip(".")
+        reason = f"it holds objects other than tensors and plain values ({reason})"
+    else:
+        reason = lines[0] if lines else type(err).__name__
+    reason = "".join(ch if ch.isprintable() else "?" for ch in reason)
+    return reason if len(reason) <= 300 else reason[:297] + "..."
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, never runs code
+    from the file); an unreadable file raises a one-line :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated file, a foreign pickle, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {_load_error(err)}; esseg reads only checkpoints written by esseg train"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise CheckpointError(f"{path} is not an esseg checkpoint (written by esseg train)")
     return ckpt
@@ -74,7 +101,7 @@ def plain(value):
     try:
         return json.loads(json.dumps(value))
     except TypeError as err:
-        raise CheckpointError(f"cannot store {value!r} in a checkpoint: {err}") from None
+        raise CheckpointError(f"cannot store {short_repr(value)} in a checkpoint: {err}") from None
 
 
 def create_model_checked(**kwargs) -> torch.nn.Module:
@@ -87,7 +114,7 @@ def create_model_checked(**kwargs) -> torch.nn.Module:
     except EssegError:
         raise
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        args = ", ".join(f"{k}={short_repr(v)}" for k, v in kwargs.items())
         raise ConfigError(f"cannot build model ({args}): {str(err).strip().splitlines()[0]}") from None
 
 

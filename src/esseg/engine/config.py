@@ -12,13 +12,17 @@ built-in ``glyph_scenes`` dataset::
     train:  iters, batch_size, accum_steps, amp, sync_bn, device, num_threads, seed, out_dir, resume,
             stop_at, eval_every, save_every, log_every, eval_batch_size, num_vis, tensorboard
 
-Keys are addressed as ``section.key`` (``--set loss.k=8``). An unknown key or a value of the
-wrong type raises :class:`~esseg.errors.ConfigError` naming the key and the valid choices.
+Keys are addressed as ``section.key`` (``--set loss.k=8``), and inside the mapping-valued keys
+as ``section.key.name`` (``--set data.options.num_classes=5000``). An unknown key or a value of
+the wrong type raises :class:`~esseg.errors.ConfigError` naming the key and the valid choices;
+values are quoted shortened (``reprlib``), and YAML whose aliases expand to more than
+``MAX_YAML_NODES`` values (an "alias bomb") is refused before it is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,19 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from esseg.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a small text file
+MAX_YAML_NODES = 100_000  # values of a YAML document after alias expansion
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = 6
+_REPR.maxlevel = 3
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a few dozen characters: messages never print a huge value."""
+    return _REPR.repr(value)
 
 
 @dataclass
@@ -197,7 +214,7 @@ def _coerce(value: Any, tp, key: str) -> Any:
             return dict(value)
     else:  # pragma: no cover - schema uses only the types above
         raise TypeError(f"unsupported config type {tp}")
-    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {short_repr(value)}")
 
 
 def _build_section(name: str, values: Any):
@@ -205,13 +222,14 @@ def _build_section(name: str, values: Any):
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config section {name!r} must be a mapping of keys, got {values!r}")
+        raise ConfigError(f"config section {name!r} must be a mapping of keys, got {short_repr(values)}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            raise ConfigError(f"unknown config key {name}.{key}; valid keys in {name}: {', '.join(known)}")
+            shown = key if isinstance(key, str) and len(key) <= 60 else short_repr(key)
+            raise ConfigError(f"unknown config key {name}.{shown}; valid keys in {name}: {', '.join(known)}")
         kwargs[key] = _coerce(value, hints[key], f"{name}.{key}")
     return cls(**kwargs)
 
@@ -223,7 +241,7 @@ def config_from_dict(d: dict | None) -> Config:
         raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
     for name in d:
         if name not in _SECTION_CLASSES:
-            raise ConfigError(f"unknown config section {name!r}; valid sections: {', '.join(_SECTION_CLASSES)}")
+            raise ConfigError(f"unknown config section {short_repr(name)}; valid sections: {', '.join(_SECTION_CLASSES)}")
     cfg = Config(**{name: _build_section(name, d.get(name)) for name in _SECTION_CLASSES})
     validate(cfg)
     return cfg
@@ -241,27 +259,88 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     d: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        try:
-            d = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections ({', '.join(_SECTION_CLASSES)})")
+        d = _read_config_file(Path(path))
     apply_overrides(d, overrides, updates)
     return config_from_dict(d)
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    not_text = f"config file {path} is not a YAML text file"
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{not_text} ({path.stat().st_size} bytes; a config is a small .yaml file)")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{not_text} (byte {err.start} is not UTF-8); pass a .yaml file such as configs/demo.yaml") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or type(err).__name__}") from None
+    if "\x00" in text:
+        raise ConfigError(f"{not_text} (it holds NUL bytes); pass a .yaml file such as configs/demo.yaml")
+    try:
+        d = yaml_load(text, str(path)) or {}
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot parse {path}: {_REPR.repr(first)[1:-1]}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections ({', '.join(_SECTION_CLASSES)})")
+    return d
+
+
+def _expanded_size(node: yaml.Node, where: str) -> int:
+    """Values of ``node`` once every alias is expanded; refuses cycles and more than MAX_YAML_NODES."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{where}: a YAML alias refers to its own anchor (a recursive value); write the values out")
+        active.add(key)
+        if isinstance(n, yaml.MappingNode):
+            children = [c for pair in n.value for c in pair]
+        else:
+            children = n.value if isinstance(n, yaml.SequenceNode) else []
+        total = 1 + sum(size(c) for c in children)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{where}: YAML aliases expand to more than {MAX_YAML_NODES} values (an alias bomb?); "
+                "a config needs far fewer, write them out"
+            )
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
+def yaml_load(text: str, where: str = "config") -> Any:
+    """``yaml.safe_load(text)``, refusing documents whose aliases expand to more than
+    ``MAX_YAML_NODES`` values or refer to themselves (ConfigError naming ``where``)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, where)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply; a config needs a few levels") from None
+    finally:
+        loader.dispose()
 
 
 def apply_overrides(d: dict, overrides: list[str] | None = None, updates: dict[str, Any] | None = None) -> dict:
     """Apply ``"section.key=value"`` strings, then ``{"section.key": value}`` updates, to ``d`` in place."""
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. loss.k=8)")
+            raise ConfigError(f"override {short_repr(item)} must look like section.key=value (e.g. loss.k=8)")
         key, _, raw = item.partition("=")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml_load(raw, f"override {short_repr(key.strip())}") if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         set_value(d, key.strip(), value)
@@ -272,14 +351,42 @@ def apply_overrides(d: dict, overrides: list[str] | None = None, updates: dict[s
 
 
 def set_value(d: dict, key: str, value: Any) -> None:
-    """Set ``d[section][name] = value`` for ``key = "section.name"``; unknown keys list the valid ones."""
-    section, _, name = key.partition(".")
+    """Set ``d[section][name] = value`` for ``key = "section.name"``; unknown keys list the valid ones.
+
+    Keys whose value is a mapping (``data.options``, ``data.val_options``) are reached further
+    with dots: ``"data.options.num_classes"`` sets ``d["data"]["options"]["num_classes"]``
+    (creating the mappings on the way, copying shared ones). Other keys take no deeper part.
+    """
+    section, _, rest = key.partition(".")
+    name, deeper, sub = rest.partition(".")
     cls = _SECTION_CLASSES.get(section)
     if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
-        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        raise ConfigError(f"unknown config key {short_repr(key)}; valid keys: {', '.join(valid_keys())}")
     if not isinstance(d.get(section), dict):
         d[section] = {}
-    d[section][name] = value
+    if not deeper:
+        d[section][name] = value
+        return
+    parts = [name, *sub.split(".")]
+    if "" in parts:
+        raise ConfigError(f"config key {short_repr(key)} has an empty part; write section.key or section.key.name")
+    if typing.get_type_hints(cls)[name] is not dict:
+        maps = ", ".join(f"{section}.{f.name}" for f in dataclasses.fields(cls) if typing.get_type_hints(cls)[f.name] is dict)
+        raise ConfigError(
+            f"unknown config key {short_repr(key)}: only mapping keys ({maps or 'none in ' + section}) take a "
+            f"further .name; set {section}.{name} itself"
+        )
+    target = d[section]
+    for depth, part in enumerate(parts[:-1]):
+        inner = target.get(part)
+        if inner is None:
+            inner = {}
+        elif not isinstance(inner, dict):
+            where = ".".join([section, *parts[: depth + 1]])
+            raise ConfigError(f"cannot set {short_repr(key)}: {where} is {short_repr(inner)}, not a mapping")
+        target[part] = dict(inner)  # a copy: YAML aliases may share the mapping
+        target = target[part]
+    target[parts[-1]] = value
 
 
 def validate(cfg: Config) -> None:
@@ -299,9 +406,9 @@ def validate(cfg: Config) -> None:
     need(dt.num_workers >= 0, f"data.num_workers must be >= 0, got {dt.num_workers}")
     if dt.crop_size is not None:
         size = [dt.crop_size] * 2 if isinstance(dt.crop_size, int) else dt.crop_size
-        need(len(size) == 2 and min(size) >= 1, f"data.crop_size must be an int or [height, width] > 0, got {dt.crop_size}")
+        need(len(size) == 2 and min(size) >= 1, f"data.crop_size must be an int or [height, width] > 0, got {short_repr(dt.crop_size)}")
     need(len(dt.scale_range) == 2 and 0 < dt.scale_range[0] <= dt.scale_range[1],
-         f"data.scale_range must be [min, max] with 0 < min <= max, got {dt.scale_range}")
+         f"data.scale_range must be [min, max] with 0 < min <= max, got {short_repr(dt.scale_range)}")
     if m.method == "ess":
         need(m.embedding_dim >= 1, f"model.embedding_dim must be >= 1 for method ess, got {m.embedding_dim}")
         need(lo.k >= 1, f"loss.k must be >= 1, got {lo.k}")
@@ -311,6 +418,13 @@ def validate(cfg: Config) -> None:
     need(m.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {m.output_stride}")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(o.backbone_lr_mult >= 0 and o.weight_decay >= 0, "optim.backbone_lr_mult and optim.weight_decay must be >= 0")
+    beta1 = " (AdamW uses it as beta1)" if o.optimizer == "adamw" else ""
+    for key in ("momentum", "class_embedding_momentum"):
+        need(0 <= getattr(o, key) < 1, f"optim.{key} must be in [0, 1){beta1}, got {getattr(o, key)} (paper: 0.9 / 0.95)")
+    for key in ("poly_power", "class_embedding_poly_power"):
+        need(getattr(o, key) > 0, f"optim.{key} must be > 0, got {getattr(o, key)} (paper: 0.9 / 0.95)")
+    need(0 <= o.backbone_bn_momentum <= 1, f"optim.backbone_bn_momentum must be in [0, 1], got {o.backbone_bn_momentum}")
+    need(o.class_embedding_weight_decay >= 0, f"optim.class_embedding_weight_decay must be >= 0, got {o.class_embedding_weight_decay}")
 
 
 def crop_hw(crop_size: int | list[int] | None) -> tuple[int, int] | None:
@@ -322,5 +436,6 @@ def crop_hw(crop_size: int | list[int] | None) -> tuple[int, int] | None:
 
 __all__ = [
     "Config", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
-    "apply_overrides", "config_from_dict", "crop_hw", "load_config", "set_value", "valid_keys", "validate",
+    "MAX_YAML_NODES", "apply_overrides", "config_from_dict", "crop_hw", "load_config", "set_value", "short_repr", "valid_keys",
+    "validate", "yaml_load",
 ]

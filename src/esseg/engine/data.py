@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from esseg.data import build_dataset
-from esseg.engine.config import Config, crop_hw
+from esseg.engine.config import Config, crop_hw, short_repr
 from esseg.errors import ConfigError, DatasetError
 
 
@@ -30,7 +30,7 @@ def build_split(cfg: Config, split: str, train: bool):
     try:
         dataset = build_dataset(d.dataset, root=d.root, split=split, transforms=None, **options)
     except TypeError as err:
-        raise ConfigError(f"data.options {options} not accepted by dataset {d.dataset!r}: {err}") from None
+        raise ConfigError(f"data.options {short_repr(options)} not accepted by dataset {d.dataset!r}: {err}") from None
     if d.crop_size is not None:
         from esseg.data.transforms import build_transforms
 

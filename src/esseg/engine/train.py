@@ -215,6 +215,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         load_model_state(model, ckpt["model"], resume_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if "criterion" in ckpt:  # the loss's refresh state (ESSLoss above 4096 classes)
+            criterion.load_state_dict(ckpt["criterion"])
         if use_amp and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_iter, best_miou, metrics = ckpt["iteration"], ckpt.get("best_mIoU"), ckpt.get("metrics")
@@ -240,7 +242,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     def checkpoint(iteration: int) -> dict:
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": _gather_rng(info), "iteration": iteration,
+            "criterion": criterion.state_dict(), "scaler": scaler.state_dict(), "rng": _gather_rng(info),
+            "iteration": iteration,
             "config": cfg.to_dict(), "model_config": plain(model.config), "class_names": class_names,
             "palette": torch.from_numpy(palette.copy()), "ignore_index": ignore_index,
             "best_mIoU": best_miou, "metrics": metrics, "esseg_version": _version(), "class_frequency": class_frequency,

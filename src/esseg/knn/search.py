@@ -5,6 +5,7 @@ All backends share one contract (selection returns indices, scoring is elsewhere
     search(queries (N, d), database (C, d), k) -> (sq_dists (N, k) ascending, indices (N, k) int64)
 
 and always run under ``torch.no_grad()``. ``sq_dists[i, j] = ||q_i - db[indices[i, j]]||^2``.
+Indices are always valid database rows, in ``[0, C)``, even when an input holds NaN or inf.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
 # Tile of the (queries x database) distance matrix computed at once (16 MiB in fp32), so peak
@@ -44,7 +46,7 @@ def _tile_topk(d2: torch.Tensor, k: int, group: int) -> tuple[torch.Tensor, torc
     """
     r, w = d2.shape
     groups = w // group
-    if groups <= k:
+    if groups <= k or group == 1:
         return torch.topk(d2, min(k, w), dim=1, largest=False, sorted=True)
     _, best = torch.topk(d2.view(r, groups, group).amin(2), k, dim=1, largest=False, sorted=False)
     cand = (best.unsqueeze(2) * group + torch.arange(group, device=d2.device)).view(r, -1)
@@ -74,10 +76,14 @@ def torch_exact_search(
         group: column group width of the top-k prefilter (1 disables it).
 
     Returns:
-        ``(sq_dists, indices)``, both (N, k); distances ascending, indices int64.
+        ``(sq_dists, indices)``, both (N, k); distances ascending, indices int64, always in
+        ``[0, C)``. A NaN distance ranks last (as +inf): a NaN/inf query row gets valid but
+        arbitrary ids, a NaN/inf class is never nearer than a finite one.
     """
     _check(queries, database, k)
     n, c = queries.shape[0], database.shape[0]
+    if group > 1 and not bool(torch.isfinite(database).all()):
+        group = 1  # no padding rows, so a NaN/inf class ranks after every finite one
     tile_cols = max(group, tile_cols // group * group)
     pad = -c % group  # pad with unreachable vectors (||mu||^2 = inf) to whole groups
     db = torch.cat([database, database.new_zeros(pad, database.shape[1])])
@@ -101,6 +107,10 @@ def torch_exact_search(
             v, i = vals[0], ids[0]
         dists[s : s + tile_rows] = v.add_(q.pow(2).sum(1, keepdim=True)).clamp_(min=0)
         idx[s : s + tile_rows] = i
+    if pad:  # only rows with non-finite distances (a NaN/inf query) can reach the padding rows
+        bad = torch.nonzero((idx >= c).any(1)).flatten()
+        if bad.numel():
+            dists[bad], idx[bad] = torch_exact_search(queries[bad], database, k, tile_rows, tile_cols, group=1)
     return dists, idx
 
 
@@ -129,12 +139,15 @@ def faiss_search(
     Args:
         queries: (N, d). database: (C, d). k: neighbours per query.
         nlist: number of inverted lists (clusters) for the non-exhaustive IVF index; None = exact.
+            A database holding NaN/inf (which FAISS cannot cluster) is searched by
+            :func:`torch_exact_search` instead.
         nprobe: lists visited per query with IVF (recall grows with nprobe; nprobe=nlist is exact).
 
     Returns:
         ``(sq_dists, indices)`` (N, k) on the queries' device; IVF may return fewer than k true
         neighbours per row when the probed lists hold fewer than k vectors: missing slots are
-        filled with the nearest found (never -1).
+        filled with the nearest found; rows with none found (e.g. a NaN query) are searched
+        by :func:`torch_exact_search`. Indices are never -1.
     """
     _check(queries, database, k)
     faiss = _faiss()
@@ -143,6 +156,8 @@ def faiss_search(
     xq = queries.detach().float().cpu().contiguous().numpy()
     if nlist is None:
         index = faiss.IndexFlatL2(d)
+    elif not np.isfinite(xb).all():  # FAISS cannot train IVF on NaN/inf: search exactly instead
+        return torch_exact_search(queries, database, k)
     else:
         nlist = max(1, min(int(nlist), xb.shape[0]))
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
@@ -158,6 +173,9 @@ def faiss_search(
     if missing.any():
         idx_t = torch.where(missing, idx_t[:, :1], idx_t)
         dist_t = torch.where(missing, dist_t[:, :1], dist_t)
+        none = torch.nonzero(idx_t[:, 0] < 0).flatten()
+        if none.numel():
+            dist_t[none], idx_t[none] = torch_exact_search(queries[none].to(dist_t.dtype), database.to(dist_t.dtype), k)
     return dist_t, idx_t
 
 
@@ -263,7 +281,8 @@ def knn_search(
 
     Returns:
         ``(sq_dists, indices)``: (N, k) squared distances ``||q_i - db_j||^2`` in ascending
-        order and their int64 database indices. Computed without gradient.
+        order and their int64 database indices, always in ``[0, C)`` (also for NaN/inf
+        inputs, whose distances rank last). Computed without gradient.
 
     Raises:
         ValueError: ``k > C``, mismatched dimensions or an unknown backend.

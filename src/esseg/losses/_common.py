@@ -27,6 +27,12 @@ def flatten_pixels(
     return x, labels.reshape(-1), tuple(labels.shape)
 
 
+def check_tau(tau: float) -> None:
+    """Raise unless the temperature ``tau`` is a positive number (logits are ``-d^2 / tau``)."""
+    if not tau > 0:  # also refuses NaN
+        raise ValueError(f"tau must be > 0 (the softmax temperature, paper: 0.05); got {tau}")
+
+
 def valid_mask(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
     """Boolean mask of non-ignored labels; raises if any other label is outside [0, C)."""
     if 0 <= ignore_index < num_classes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from esseg.losses._common import flatten_pixels, reduce_loss, valid_mask, zero_loss
+from esseg.losses._common import check_tau, flatten_pixels, reduce_loss, valid_mask, zero_loss
 
 # Elements of one (rows x classes) logit block: bounds the peak memory independently of C and N.
 _BLOCK_ELEMENTS = 1 << 22
@@ -86,13 +86,14 @@ def exact_cross_entropy(
 
     Args:
         pixel_embeddings: (B, d, H, W) or (N, d). labels: (B, H, W) or (N,) int64.
-        class_embeddings: (C, d). tau: temperature. ignore_index: label to skip.
+        class_embeddings: (C, d). tau: temperature, > 0. ignore_index: label to skip.
         reduction: ``"mean"`` over valid pixels (0 when none), ``"sum"`` or ``"none"``.
         chunk_size: classes per chunk (default 4096; rows per block adapt to keep it bounded).
 
     Returns:
         Scalar loss (or per-pixel losses in the label shape for ``reduction="none"``).
     """
+    check_tau(tau)
     num_classes = class_embeddings.shape[0]
     x, y, shape = flatten_pixels(pixel_embeddings, labels)
     valid = valid_mask(y, num_classes, ignore_index)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from esseg.knn import knn_search
-from esseg.losses._common import flatten_pixels, reduce_loss, valid_mask, zero_loss
+from esseg.losses._common import check_tau, flatten_pixels, reduce_loss, valid_mask, zero_loss
 
 # Rows processed at once when gathering candidate class embeddings (bounds N x K x d temporaries).
 _GATHER_ROWS = 1 << 15
@@ -240,7 +240,7 @@ def knn_cross_entropy(
         pixel_embeddings: (B, d, H, W) or (N, d), used as given (normalise in the model).
         labels: (B, H, W) or (N,) int64 in [0, C) or ``ignore_index``.
         class_embeddings: (C, d).
-        k: negatives per pixel. tau: temperature.
+        k: negatives per pixel. tau: temperature, > 0.
         ignore_index: label value to skip; ignored pixels are dropped before any search.
         negatives: ``"knn"`` or ``"random"``.
         reduction: ``"mean"`` over valid pixels (0 when none), ``"sum"`` or ``"none"``
@@ -260,6 +260,7 @@ def knn_cross_entropy(
         raise ValueError(f"knn_cross_entropy needs at least 2 classes; got C={num_classes}")
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}")
+    check_tau(tau)
     if negatives not in ("knn", "random"):
         raise ValueError(f"negatives must be 'knn' or 'random'; got {negatives!r}")
     if query_stride < 1 or (query_stride > 1 and pixel_embeddings.dim() != 4):

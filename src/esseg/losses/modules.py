@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esseg.losses._common import valid_mask, zero_loss
+from esseg.losses._common import check_tau, valid_mask, zero_loss
 from esseg.losses.exact_ce import exact_cross_entropy
 from esseg.losses.knn_ce import knn_cross_entropy
 from esseg.losses.margin import max_margin_loss, nearest_other
@@ -25,7 +25,7 @@ class ESSLoss(nn.Module):
     After each call ``self.terms`` holds the detached terms ``{"ce", "reg"}`` for logging.
 
     Args:
-        k: negatives per pixel (knn/random). tau: temperature (paper: 0.05).
+        k: negatives per pixel (knn/random). tau: temperature, > 0 (paper: 0.05).
         margin: max-margin m (paper: 0.5). reg_weight: weight of L_r (0 disables it).
         ignore_index: label to skip. mode: ``"knn"``, ``"random"`` or ``"exact"``.
         query_stride: search kNN negatives once per s x s pixel block and share them in the
@@ -38,7 +38,8 @@ class ESSLoss(nn.Module):
             every this many training calls and take Eq. 7's minimum over them in between
             (exact at refresh steps; O(C m d) per step instead of a C x C scan). ``None``
             (default) = every call for C <= 4096, every 16 calls above. Eval mode always
-            searches exactly.
+            searches exactly. The call counter and the candidates are part of ``state_dict()``
+            (checkpoint it with the model, so a resumed run refreshes at the same calls).
         **search_options: kNN search options (``backend="faiss"``, ``nlist=``, ...).
 
     Shapes:
@@ -62,6 +63,7 @@ class ESSLoss(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"ESSLoss mode must be one of {', '.join(MODES)}; got {mode!r}")
+        check_tau(tau)
         self.k, self.tau, self.margin, self.reg_weight = k, tau, margin, reg_weight
         self.ignore_index, self.mode, self.query_stride, self.chunk_size = ignore_index, mode, query_stride, chunk_size
         self.reg_refresh_every, self.reg_candidates = reg_refresh_every, reg_candidates
@@ -93,10 +95,20 @@ class ESSLoss(nn.Module):
         if every == 1 or not self.training:
             return max_margin_loss(class_embeddings, self.margin)
         cache = self._reg_cache
-        if cache is None or cache.shape[0] != c or cache.device != class_embeddings.device or self._calls % every == 0:
-            cache = self._reg_cache = nearest_other(class_embeddings.detach(), m=self.reg_candidates).view(c, -1)
+        if cache is None or cache.shape[0] != c or self._calls % every == 0:
+            cache = nearest_other(class_embeddings.detach(), m=self.reg_candidates).view(c, -1)
+        self._reg_cache = cache = cache.to(class_embeddings.device)  # a resumed cache arrives on the CPU
         self._calls += 1
         return max_margin_loss(class_embeddings, self.margin, neighbours=cache)
+
+    def get_extra_state(self) -> dict:
+        """The regulariser's refresh state, saved in ``state_dict()`` so a resumed run stays exact:
+        ``{"calls": training calls so far, "reg_cache": (C, m) int64 candidates or None}``."""
+        return {"calls": self._calls, "reg_cache": self._reg_cache}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self._calls, self._reg_cache = int(state["calls"]), state["reg_cache"]
 
     def extra_repr(self) -> str:
         return (

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esseg.errors import NonFiniteError
 from esseg.knn import knn_search
 
 
@@ -21,6 +22,16 @@ def _split_params(net: nn.Module) -> dict[str, list[nn.Parameter]]:
     backbone = list(net.encoder.parameters()) if isinstance(getattr(net, "encoder", None), nn.Module) else []
     ids = {id(p) for p in backbone}
     return {"backbone": backbone, "head": [p for p in net.parameters() if id(p) not in ids]}
+
+
+def check_finite(values: torch.Tensor, what: str) -> None:
+    """Raise :class:`~esseg.errors.NonFiniteError` if ``values`` hold NaN or inf (one check, one sync)."""
+    if not bool(torch.isfinite(values).all()):
+        bad = int((~torch.isfinite(values)).sum())
+        raise NonFiniteError(
+            f"the model's {what} hold NaN or inf ({bad} of {values.numel()} values): its weights are not finite "
+            "(training diverged?); use an earlier checkpoint or retrain with a lower optim.lr"
+        )
 
 
 @torch.no_grad()
@@ -37,10 +48,15 @@ def nearest_class(
 
     Returns:
         (B, H, W) or (N,) int64 labels; with k > 1, (B, k, H, W) or (N, k).
+
+    Raises:
+        NonFiniteError: an embedding holds NaN or inf (a diverged model); a label would be arbitrary.
     """
     four_d = pixel_embeddings.dim() == 4
     x = pixel_embeddings.permute(0, 2, 3, 1).reshape(-1, pixel_embeddings.shape[1]) if four_d else pixel_embeddings
     x = x.to(class_embeddings.dtype)
+    check_finite(class_embeddings, "class embeddings")
+    check_finite(x, "pixel embeddings")
     step = chunk_size or x.shape[0] or 1
     idx = torch.cat([knn_search(x[s : s + step], class_embeddings, k)[1] for s in range(0, x.shape[0], step)] or [
         torch.empty((0, k), dtype=torch.long, device=x.device)
@@ -95,7 +111,10 @@ class EmbeddingSegmenter(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, H, W) int64: each pixel's nearest class embedding."""
+        """(B, 3, H, W) -> (B, H, W) int64: each pixel's nearest class embedding.
+
+        Raises :class:`~esseg.errors.NonFiniteError` when the embeddings hold NaN/inf (a diverged model).
+        """
         return nearest_class(self(images), self.class_embeddings())
 
     @torch.no_grad()
@@ -129,13 +148,17 @@ class BaselineSegmenter(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, H, W) int64: ``argmax_c`` of the logits."""
-        return self(images).argmax(1)
+        """(B, 3, H, W) -> (B, H, W) int64: ``argmax_c`` of the logits (NonFiniteError on NaN/inf logits)."""
+        logits = self(images)
+        check_finite(logits, "logits")
+        return logits.argmax(1)
 
     @torch.no_grad()
     def predict_topk(self, images: torch.Tensor, k: int = 5) -> torch.Tensor:
         """(B, 3, H, W) -> (B, k, H, W) int64: the k highest-scoring classes per pixel."""
-        return self(images).topk(k, dim=1).indices
+        logits = self(images)
+        check_finite(logits, "logits")
+        return logits.topk(k, dim=1).indices
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by optimiser group: ``backbone`` (``net.encoder``) and ``head``."""

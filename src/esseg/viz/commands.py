@@ -106,12 +106,13 @@ def cmd_export(args) -> int:
 # ---------------------------------------------------------------------------------- parsers
 
 
-def _common(p: argparse.ArgumentParser, data: bool = True, compare: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, data: bool = True, compare: bool = False,
+            out_help: str = "output folder for the PNG(s)") -> None:
     """--checkpoint, --out, (--compare), the data options and --device."""
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a last.pt/best.pt written by esseg train")
     if compare:
         p.add_argument("--compare", metavar="FILE", help="a second checkpoint (e.g. the baseline) drawn beside the first")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the PNG(s)")
+    p.add_argument("--out", required=True, metavar="DIR", help=out_help)
     if data:
         p.add_argument("--data-root", metavar="DIR", help="dataset folder (default: the one used for training)")
         p.add_argument("--dataset", help="dataset name (default: the training dataset)")
@@ -194,7 +195,7 @@ def register(subparsers) -> None:
         description="Writes class_embeddings.pt and class_embeddings.npy (the (C, d) embeddings the model classifies "
                     "with) and classes.tsv (index, name, norm of the raw class_table row) to --out.",
     )
-    _common(p, data=False)
+    _common(p, data=False, out_help="output folder for class_embeddings.pt, class_embeddings.npy and classes.tsv")
     p.set_defaults(func=cmd_export_embeddings)
 
     p = subparsers.add_parser(
