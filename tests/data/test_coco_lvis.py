@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from esseg.data import build_dataset
-from esseg.data.coco_lvis import COCOLVIS, palette
+from esseg.data.base import bit_palette as palette
+from esseg.data.coco_lvis import COCOLVIS
 from esseg.errors import DatasetError
 
 NUM_CLASSES = 1284

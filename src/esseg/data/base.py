@@ -26,6 +26,16 @@ def default_ignore_index(num_classes: int) -> int:
     return 255 if num_classes <= 255 else 65535
 
 
+def bit_palette(num_classes: int) -> np.ndarray:
+    """Deterministic distinct colours ``(num_classes, 3)`` uint8 (VOC bit-interleaving of ``id + 1``)."""
+    values = np.arange(1, num_classes + 1)
+    colours = np.zeros((num_classes, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            colours[:, channel] |= ((values >> (3 * bit + channel)) & 1) << (7 - bit)
+    return colours.astype(np.uint8)
+
+
 def to_tensors(image, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """PIL/uint8 HWC image and (H, W) label -> normalised (3,H,W) float and (H,W) int64."""
     arr = np.asarray(image, dtype=np.float32) / 255.0

@@ -15,7 +15,7 @@ from importlib.resources import files
 
 import numpy as np
 
-from esseg.data.coco_lvis import palette as bit_palette
+from esseg.data.base import bit_palette
 from esseg.errors import DatasetError
 
 INVALID = -1  # lut entry for raw values that never occur in a well-formed annotation

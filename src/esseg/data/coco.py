@@ -42,8 +42,7 @@ from pycocotools import mask as mask_utils
 
 from esseg._io import atomic_write
 from esseg.data._files import read_image, unreadable
-from esseg.data.base import SegmentationDataset, default_ignore_index
-from esseg.data.coco_lvis import palette
+from esseg.data.base import SegmentationDataset, bit_palette, default_ignore_index
 from esseg.errors import ConfigError, DatasetError
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
@@ -175,7 +174,7 @@ class COCODataset(SegmentationDataset):
             names = [background, *names]
         offset = 1 if background is not None else 0
         self.classes = tuple(names)
-        self.palette = palette(len(names))
+        self.palette = bit_palette(len(names))
         self.ignore_index = default_ignore_index(len(names))
         self.unannotated = 0 if background is not None else self.ignore_index
         self.train_id = {category_ids[i]: t + offset for t, i in enumerate(order)}

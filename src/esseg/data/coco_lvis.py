@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from esseg.data._files import pass_root
-from esseg.data.base import SegmentationDataset, default_ignore_index
+from esseg.data.base import SegmentationDataset, bit_palette, default_ignore_index
 from esseg.errors import DatasetError
 
 
@@ -32,15 +32,6 @@ def read_classes(path: Path) -> list[str]:
         raise DatasetError(f"{path}: values must run 1..{len(rows)} in order; rebuild with `esseg build-coco-lvis`")
     return [r[1] for r in rows]
 
-
-def palette(num_classes: int) -> np.ndarray:
-    """Deterministic distinct colours ``(num_classes, 3)`` uint8 (VOC bit-interleaving of ``id + 1``)."""
-    values = np.arange(1, num_classes + 1)
-    colours = np.zeros((num_classes, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            colours[:, channel] |= ((values >> (3 * bit + channel)) & 1) << (7 - bit)
-    return colours.astype(np.uint8)
 
 
 class COCOLVIS(SegmentationDataset):
@@ -71,7 +62,7 @@ class COCOLVIS(SegmentationDataset):
                 "(root holds one build per split)"
             )
         self.classes = read_classes(self.split_dir / "classes.tsv")
-        self.palette = palette(len(self.classes))
+        self.palette = bit_palette(len(self.classes))
         self.ignore_index = default_ignore_index(len(self.classes))
         lines = index.read_text().splitlines()
         recorded = lines[0][len("# coco_root="):] if lines and lines[0].startswith("# coco_root=") else None

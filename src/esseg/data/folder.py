@@ -24,7 +24,7 @@ import numpy as np
 from esseg.data._files import PairedFileDataset
 from esseg.data.base import default_ignore_index
 from esseg.data.classes import INVALID, LabelSpace
-from esseg.data.coco_lvis import palette as bit_palette
+from esseg.data.base import bit_palette
 from esseg.errors import DatasetError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
