@@ -352,7 +352,7 @@ def measure_baseline_batch(s: AccuracySettings, ess_cfg: Config) -> dict:
     c, m = ess_cfg.data.options["num_classes"], ess_cfg.model
     bench = Settings(device=s.device, classes=[c], batch=s.batch, crop=s.size, embedding_dim=m.embedding_dim,
                      k=ess_cfg.loss.k, repeats=1, warmup=1, threads=s.threads, seed=s.seed, out=s.out, quick=s.quick,
-                     arch=m.arch, encoder=m.encoder)
+                     arch=m.arch, encoder=m.encoder, config=ess_cfg.to_dict())  # the baseline: this with method baseline
     print(f"equal memory at C={c}: peak of one training step (esseg bench memory, {s.isolation}): "
           f"ESS at batch {s.batch}, then the baseline's largest batch within it", flush=True)
     with IsolatedRunner(s.isolation, preload=PRELOAD, timeout=1800) as runner:
@@ -367,9 +367,10 @@ def measure_baseline_batch(s: AccuracySettings, ess_cfg: Config) -> dict:
 
 
 def _memory_key(s: AccuracySettings, ess_cfg: Config) -> dict:
-    m = ess_cfg.model
-    return dict(C=ess_cfg.data.options["num_classes"], batch=s.batch, size=s.size, device=s.device, arch=m.arch,
-                encoder=m.encoder, embedding_dim=m.embedding_dim, k=ess_cfg.loss.k)
+    cfg = ess_cfg.to_dict()
+    return dict(C=ess_cfg.data.options["num_classes"], batch=s.batch, size=s.size, device=s.device,
+                model=cfg["model"], loss=cfg["loss"], optim=cfg["optim"], amp=cfg["train"]["amp"],
+                accum_steps=cfg["train"]["accum_steps"])
 
 
 def equal_memory_batch(s: AccuracySettings, ess_cfg: Config) -> dict:
@@ -419,47 +420,15 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def learning_curve(records: list[dict], sessions: list[dict]) -> list[dict]:
-    """Evaluation points ``{"iter", "train_seconds", metrics...}`` from ``metrics.jsonl`` and the run's sessions.
+def learning_curve(records: list[dict]) -> list[dict]:
+    """Evaluation points ``{"iter", "train_seconds", metrics...}`` from ``metrics.jsonl``.
 
-    ``train_seconds`` counts the wall time between a session's start (or the end of an
-    evaluation) and the next train record: training steps (with data loading and checkpoint
-    saves), without the evaluations. A resumed session restarts the clock from the value at
-    the iteration it resumed from, and its evaluations replace those of the interrupted one.
+    ``train_seconds`` is the engine's (time in training steps, summed across resumes); a resumed
+    session's evaluation replaces the interrupted session's at the same step.
     """
-    events = [(sess["start"], 0, "session", sess) for sess in sessions]
-    events += [(r["time"], 1, r.get("kind"), r) for r in records if "time" in r]
-    events.sort(key=lambda e: (e[0], e[1]))
-    points: dict[int, dict] = {}
-    clock, last = 0.0, None
-    for t, _, kind, rec in events:
-        if kind == "session":
-            start_iter = rec.get("start_iter", 0)
-            points = {i: p for i, p in points.items() if i <= start_iter}
-            clock = points[start_iter]["train_seconds"] if start_iter in points else 0.0
-            last = t
-        elif kind == "train":
-            if last is not None:
-                clock += t - last
-            last = t
-        elif kind == "eval":
-            points[rec["iter"]] = {"iter": rec["iter"], "train_seconds": clock,
-                                   **{k: rec.get(k) for k in CURVE_METRICS}}
-            last = t
+    points = {r["iter"]: {"iter": r["iter"], "train_seconds": r.get("train_seconds"), **{k: r.get(k) for k in CURVE_METRICS}}
+              for r in records if r.get("kind") == "eval"}
     return [points[i] for i in sorted(points)]
-
-
-def wall_seconds(records: list[dict], sessions: list[dict]) -> float:
-    """Sum over sessions of (end, or the session's last record for one that was killed) - start."""
-    total = 0.0
-    starts = [sess["start"] for sess in sessions] + [math.inf]
-    for sess, nxt in zip(sessions, starts[1:]):
-        end = sess.get("end")
-        if end is None:
-            inside = [r["time"] for r in records if sess["start"] <= r.get("time", -1) < nxt]
-            end = max(inside, default=sess["start"])
-        total += end - sess["start"]
-    return total
 
 
 def collect(spec: RunSpec, dataset, state: dict, reused: bool) -> tuple[dict, list[dict], list[dict]]:
@@ -469,10 +438,11 @@ def collect(spec: RunSpec, dataset, state: dict, reused: bool) -> tuple[dict, li
     full = _read_json(run_dir / f"eval_{cfg.data.val_split}.json")
     records = _read_records(run_dir / "metrics.jsonl")
     sessions = state.get("sessions", [])
-    curve = learning_curve(records, sessions)
+    curve = learning_curve(records)
     train_seconds = curve[-1]["train_seconds"] if curve and curve[-1]["iter"] == cfg.train.iters else None
     row = _row_base(spec, cfg)
-    row.update(status="ok", seconds=wall_seconds(records, sessions), train_seconds=train_seconds,
+    wall = sum(sess["end"] - sess["start"] for sess in sessions if sess.get("end"))  # a killed session: not counted
+    row.update(status="ok", seconds=wall, train_seconds=train_seconds,
                s_per_iter=train_seconds / cfg.train.iters if train_seconds else None,
                sessions=len(sessions), reused=reused)
     row.update({k: full.get(k) for k in ("PAcc", "mAcc", "mIoU", "fIoU", "num_valid_classes")})
@@ -495,7 +465,7 @@ def _row_base(spec: RunSpec, cfg: Config) -> dict:
         k=cfg.loss.k if ess else None, batch=spec.batch, crop=cfg.data.options.get("size"), device=cfg.train.device,
         variant=spec.variant, iters=cfg.train.iters, loss_mode=cfg.loss.mode if ess else None,
         normalize=cfg.model.normalize if ess else None, reg_weight=cfg.loss.reg_weight if ess else None,
-        batch_rule=spec.batch_rule, threads=cfg.train.num_threads, run_dir=cfg.train.out_dir,
+        batch_rule=spec.batch_rule, threads=cfg.train.num_threads, run_dir=cfg.train.out_dir, recipe=spec.recipe,
     )
 
 
@@ -516,10 +486,6 @@ def run_state(spec: RunSpec) -> dict | None:
 
 def _warm_up(s: AccuracySettings) -> None:
     """One tiny training step, so the first run's time does not include one-off lazy imports and set-up."""
-    import torch
-
-    from esseg import create_model
-
     device = resolve_device(s.device)
     for dim in (6, None):
         model = create_model("deeplabv3plus", "mobilenet_v2", 4, embedding_dim=dim).to(device).train()
@@ -528,8 +494,6 @@ def _warm_up(s: AccuracySettings) -> None:
 
 def train_run(spec: RunSpec, dataset) -> tuple[dict, list[dict], list[dict]]:
     """Train ``spec`` in its folder (resuming; skipped when finished earlier) and collect its results."""
-    from esseg.engine.train import train
-
     cfg = spec.cfg
     run_dir = Path(cfg.train.out_dir)
     state_path = run_dir / "run.json"
@@ -547,7 +511,7 @@ def train_run(spec: RunSpec, dataset) -> tuple[dict, list[dict], list[dict]]:
     print(f"{spec.name}: {spec.method}, C={spec.num_classes}, batch {spec.batch}, {cfg.train.iters} steps"
           + (f", resuming at step {start_iter}" if start_iter else "") + f" -> {run_dir}", flush=True)
     try:
-        result = train(cfg)
+        result = engine.train(cfg)
     finally:
         state["sessions"][-1]["end"] = time.time()
         report.write_json(state_path, state)
@@ -570,9 +534,10 @@ def comparisons(s: AccuracySettings, runs: list[RunSpec]) -> list[tuple[str, str
             c = r.num_classes
             out.append((f"ess_minus_baseline_eqmem_C{c}",
                         f"ESS (batch {s.batch}) - baseline (batch {r.batch}, equal memory), C={c}", f"ess_C{c}", r.name))
-    for c in s.ablation_classes if s.ablations else []:
-        for suffix, what in (("random", "kNN - random negatives"), ("nonorm", "normalised - not"),
-                             ("nomargin", "max-margin - none")):
+    whats = {"random": "kNN - random negatives", "nonorm": "normalised - not", "nomargin": "max-margin - none",
+             **{name: f"ESS - {name} ({' '.join(items)})" for name, items in s.variants.items()}}
+    for c in s.ablation_classes:
+        for suffix, what in whats.items():
             if f"ess_C{c}_{suffix}" in names:
                 out.append((f"ess_minus_{suffix}_C{c}", f"{what}, ESS C={c}", f"ess_C{c}", f"ess_C{c}_{suffix}"))
     return out
@@ -602,7 +567,9 @@ def _pct(v) -> str:
 def _label(row: dict) -> str:
     if row["method"] == "baseline":
         return f"baseline, batch {row['batch']}" + (" (equal memory)" if row["variant"] == "equal_memory" else "")
-    return "ESS" if row["variant"] == "full" else f"ESS, {ABLATIONS[row['variant']][0]}"
+    if row["variant"] == "full":
+        return "ESS"
+    return f"ESS, {ABLATIONS[row['variant']][0] if row['variant'] in ABLATIONS else row['variant']}"
 
 
 def _groups(s: AccuracySettings, rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -610,7 +577,7 @@ def _groups(s: AccuracySettings, rows: list[dict]) -> list[tuple[str, list[dict]
     ok = [r for r in rows if r.get("status") == "ok"]
     groups = [(f"C={c}", [r for r in ok if r["C"] == c and r["variant"] in ("full", "equal_batch", "equal_memory")])
               for c in s.classes]
-    if s.ablations:
+    if s.ablations or s.variants:
         groups += [(f"ablations, C={c}", [r for r in ok if r["C"] == c and r["method"] == "ess"])
                    for c in s.ablation_classes]
     return [(title, members) for title, members in groups if members]
