@@ -40,7 +40,9 @@ import torch
 
 from esseg import create_model
 from esseg.bench import report
-from esseg.bench.common import Settings, format_bytes, logits_bytes, parse_int_list, resolve_device, start
+from esseg.bench.common import (
+    Settings, format_bytes, logits_bytes, parse_int_list, refuse_owned_keys, resolve_device, start,
+)
 from esseg.bench.memory import BASELINE_LOGIT_COPIES, PRELOAD, find_max_batch
 from esseg.bench.report import fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
@@ -212,11 +214,8 @@ def resolve(args: argparse.Namespace) -> AccuracySettings:
                              f"KEY=VALUE pairs, e.g. --variant exact loss.mode=exact; got {name!r}")
         if not items:
             raise EssegError(f"--variant {name} changes nothing; add KEY=VALUE pairs, e.g. loss.mode=exact")
-    for flag, item in [("--set", i) for i in s.overrides] + [("--variant", i) for v in s.variants.values() for i in v]:
-        key = item.partition("=")[0].strip()
-        if key in OWNED_KEYS:
-            use = OWNED_KEYS[key]
-            raise EssegError(f"{flag} {key} is set per run by the harness" + (f"; use {use}" if use else ""))
+    items = [("--set", i) for i in s.overrides] + [("--variant", i) for v in s.variants.values() for i in v]
+    refuse_owned_keys(items, OWNED_KEYS, "run by the harness")
     resolve_device(s.device)
     return s
 

@@ -169,12 +169,8 @@ def resolve_settings(args: argparse.Namespace, full: dict, quick: dict) -> Setti
     if s.threads is not None and s.threads < 1:
         raise EssegError(f"--threads must be >= 1; got {s.threads}")
     resolve_device(s.device)
-    for item in getattr(args, "overrides", []):
-        key = item.partition("=")[0].strip()
-        if key in OWNED_KEYS:
-            flag = OWNED_KEYS[key]
-            raise EssegError(f"--set {key} is set per configuration by the benchmark" + (f"; use {flag}" if flag else ""))
-    if hasattr(args, "overrides"):  # the benchmarks that build the training step
+    if hasattr(args, "overrides"):
+        refuse_owned_keys([("--set", item) for item in args.overrides], OWNED_KEYS, "configuration by the benchmark")  # the benchmarks that build the training step
         s.config = load_config(None, args.overrides).to_dict()
         for method in METHODS:
             step_config(method, s)  # a bad combination fails here, before anything runs
@@ -473,6 +469,14 @@ def start(s: Settings, device: torch.device) -> dict:
 OWNED_KEYS = {"model.method": None, "model.arch": "--arch", "model.encoder": "--encoder",
               "model.embedding_dim": "--embedding-dim", "loss.k": "--k", "train.batch_size": "--batch",
               "train.device": "--device"}
+
+
+def refuse_owned_keys(items: list[tuple[str, str]], owned: dict[str, str | None], per: str) -> None:
+    """Raise on a ``(flag, "KEY=VALUE")`` whose key the benchmark sets ``per`` run, naming the flag to use."""
+    for flag, item in items:
+        key = item.partition("=")[0].strip()
+        if key in owned:
+            raise EssegError(f"{flag} {key} is set per {per}" + (f"; use {owned[key]}" if owned[key] else ""))
 
 
 def step_config(method: str, s: Settings) -> Config:
