@@ -40,7 +40,7 @@ from esseg.engine.data import build_split, eval_loader, train_loader
 from esseg.engine.distributed import DistInfo, all_true, broadcast_buffers, cleanup_distributed, init_distributed
 from esseg.engine.evaluate import evaluate, predict_batch, summary, write_metrics
 from esseg.engine.logging import RunLogger
-from esseg.engine.visual import colorize, denormalize, get_palette, panel
+from esseg.viz.images import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
 from esseg.metrics import SUMMARY_KEYS, group_keys
 

@@ -2,6 +2,8 @@
 
 - ``esseg.viz.embeddings``: the numbers (PCA / t-SNE projection, embeddings as RGB, class
   pixel counts, pixel subsampling), pure torch, no plotting.
+- ``esseg.viz.images``: palettes, colourised masks, overlays and panels (uint8 images; the
+  engine draws its prediction PNGs and panels with them).
 - ``esseg.viz.figures``: one ``plot_*`` function per figure, data in, PNG out (matplotlib,
   no pyplot).
 - ``esseg.viz.analysis``: the figures from a checkpoint and its dataset (paper Fig. 5, 6/7,
