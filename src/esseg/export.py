@@ -21,12 +21,12 @@ All files are written atomically (a temporary file in the target folder, then ``
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.fx.experimental._config as fx_config
 import torch.nn.functional as F
 from torch import nn
 
@@ -35,6 +35,11 @@ from esseg._io import atomic_write_text
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.evaluate import predict_batch
 from esseg.errors import CheckpointError, EssegError
+
+try:  # torch.export's "size-oblivious" shapes (torch >= 2.6; a private switch, hence guarded)
+    from torch.fx.experimental import _config as fx_config
+except ImportError:  # pragma: no cover - older torch
+    fx_config = None
 
 FORMATS = ("torchscript", "onnx", "pt2")
 MULTIPLE = 32  # the encoders need H and W divisible by this; the graph pads like predict_batch
@@ -174,7 +179,8 @@ def _torch_export(wrapper: nn.Module, example: torch.Tensor) -> torch.export.Exp
     """
     auto = torch.export.Dim.AUTO
     try:
-        with fx_config.patch(backed_size_oblivious=True), torch.no_grad():
+        oblivious = hasattr(fx_config, "backed_size_oblivious")
+        with fx_config.patch(backed_size_oblivious=True) if oblivious else contextlib.nullcontext(), torch.no_grad():
             return torch.export.export(wrapper, (example,), dynamic_shapes={"images": {0: auto, 2: auto, 3: auto}})
     except Exception as err:  # noqa: BLE001 - report any exporter failure as one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -90,6 +90,16 @@ def test_pt2_export_round_trip_equals_eager_predict(which, request, tmp_path, ca
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt2"]  # no temporary file left
 
 
+def test_pt2_export_failure_is_one_line_and_writes_nothing(ess_ckpt, tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator\nwith a long explanation")
+
+    monkeypatch.setattr(torch.export, "export", broken)
+    line = run_error(capsys, ["export", "--checkpoint", ess_ckpt, "--format", "pt2", "--out", str(tmp_path / "m.pt2")])
+    assert "torch.export failed: unsupported operator; try --format torchscript" in line
+    assert not list(tmp_path.iterdir())
+
+
 def test_label_map_graph_without_normalisation(unnormalized_ckpt):
     _, model = eager(unnormalized_ckpt)
     assert not model.normalize
