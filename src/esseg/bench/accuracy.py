@@ -156,7 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="data and training seed, the same for every run (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run, e.g. optim.lr=0.02 or model.embedding_dim=16 (repeatable)")
-    p.add_argument("--variant", dest="variants", action="append", nargs="+", default=[], metavar="NAME KEY=VALUE",
+    p.add_argument("--variant", dest="variants", action="append", nargs="+", default=[], metavar=("NAME", "KEY=VALUE"),
                    help="an extra ESS run ess_C<A>_NAME at each --ablation-classes A with these config keys changed, "
                         "compared with ess_C<A> (repeatable), e.g. --variant exact loss.mode=exact")
     p.add_argument("--recipes", metavar="DIR",
