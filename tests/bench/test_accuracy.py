@@ -236,4 +236,4 @@ def test_bad_input_exits_2_and_writes_nothing(extra, message, tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_gpu_exits_2(tmp_path, capsys):
     assert main(["bench", "accuracy", "--quick", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
-    assert "no CUDA device" in capsys.readouterr().err
+    assert "no CUDA GPU is available" in capsys.readouterr().err

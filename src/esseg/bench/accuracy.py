@@ -40,9 +40,7 @@ import torch
 
 from esseg import create_model
 from esseg.bench import report
-from esseg.bench.common import (
-    Settings, format_bytes, logits_bytes, parse_int_list, refuse_owned_keys, resolve_device, start,
-)
+from esseg.bench.common import Settings, format_bytes, logits_bytes, parse_int_list, refuse_owned_keys, start
 from esseg.bench.memory import BASELINE_LOGIT_COPIES, PRELOAD, find_max_batch
 from esseg.bench.report import fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
@@ -50,6 +48,7 @@ from esseg.engine import train as engine
 from esseg.engine.checkpoint import load_checkpoint
 from esseg.engine.config import Config, apply_overrides, config_from_dict, load_config, set_value
 from esseg.engine.data import build_split
+from esseg.engine.distributed import resolve_device
 from esseg.errors import EssegError
 
 HELP = "mIoU / PAcc / fIoU and learning curves of ESS vs the baseline on glyph scenes, per number of classes"

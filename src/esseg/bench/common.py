@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from esseg.engine.config import Config, apply_overrides, config_from_dict, load_config
+from esseg.engine.distributed import resolve_device
 from esseg.engine.train import build_criterion, build_model, train_step
 from esseg.errors import EssegError
 from esseg.optim import build_optimizer
@@ -175,15 +176,6 @@ def resolve_settings(args: argparse.Namespace, full: dict, quick: dict) -> Setti
         for method in METHODS:
             step_config(method, s)  # a bad combination fails here, before anything runs
     return s
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"`` or ``"cuda"`` as a device; CUDA without a GPU raises :class:`EssegError`."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EssegError("--device cuda but no CUDA device is available; use --device cpu (or check CUDA_VISIBLE_DEVICES)")
-    if name not in ("cpu", "cuda"):
-        raise EssegError(f"--device must be cpu or cuda; got {name!r}")
-    return torch.device(name)
 
 
 def set_threads(threads: int | None) -> int:

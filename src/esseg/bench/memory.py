@@ -33,12 +33,12 @@ import torch
 from esseg.bench import report
 from esseg.bench.common import (
     FULL, METHODS, QUICK, MemoryMeter, Settings, add_common_arguments, build_training, check_model_settings,
-    describe_step,
-    exact_malloc, format_bytes, logits_bytes, make_batch, memory_limit, parse_bytes,
-    release_free_memory, resolve_device, resolve_settings, set_threads, skip_reason, start, timed_step,
+    describe_step, exact_malloc, format_bytes, logits_bytes, make_batch, memory_limit, parse_bytes,
+    release_free_memory, resolve_settings, set_threads, skip_reason, start, timed_step,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
+from esseg.engine.distributed import resolve_device
 from esseg.errors import EssegError
 
 HELP = "peak memory of one training step, baseline vs ESS, per number of classes (or --max-batch)"

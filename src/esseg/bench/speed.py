@@ -23,12 +23,12 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings,
-    describe_step,
-    is_out_of_memory, logits_bytes, make_batch, median, memory_limit, resolve_device, resolve_settings,
-    skip_reason, start, time_repeats, timed_step,
+    FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings, describe_step,
+    is_out_of_memory, logits_bytes, make_batch, median, memory_limit, resolve_settings, skip_reason, start,
+    time_repeats, timed_step,
 )
 from esseg.bench.report import Ratio, fmt_seconds
+from esseg.engine.distributed import resolve_device
 
 HELP = "median training-step time and inference time per image, baseline vs ESS, per number of classes"
 DESCRIPTION = __doc__.split("\n\n", 1)[0].replace("``", "")
