@@ -1,16 +1,23 @@
-"""`esseg bench accuracy`: the quick experiment end to end, resuming, the equal-memory batch, bad input."""
+"""`esseg bench accuracy`: the quick experiment end to end, resuming, the equal-memory batch, recipes, variants, bad input."""
 
+import argparse
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from bench_helpers import read_outputs
 from PIL import Image
 
-from esseg.bench.accuracy import choose_baseline_batch, learning_curve, wall_seconds
+from esseg.bench.accuracy import (
+    RunSpec, add_arguments, build_config, choose_baseline_batch, comparisons, learning_curve, plan_runs, resolve,
+)
 from esseg.cli import main
+from esseg.engine.config import load_config
 from esseg.errors import EssegError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 QUICK_RUNS = {"ess_C8", "baseline_C8", "ess_C16", "baseline_C16", "baseline_C16_eqmem",
               "ess_C16_random", "ess_C16_nonorm", "ess_C16_nomargin"}
@@ -136,20 +143,72 @@ def test_choose_baseline_batch_bisects_within_ess_peak():
         choose_baseline_batch(lambda m, b: {"status": "oom", "note": "out of memory"}, 8)
 
 
-def test_learning_curve_clock_skips_evaluations_and_restarts_on_resume():
-    sessions = [{"start": 100.0, "start_iter": 0, "end": None}, {"start": 200.0, "start_iter": 10, "end": 215.0}]
+def test_learning_curve_reads_the_engines_clock_and_resumed_evaluations_win():
     records = [
-        {"kind": "train", "iter": 5, "time": 105.0},
-        {"kind": "train", "iter": 10, "time": 110.0},
-        {"kind": "eval", "iter": 10, "mIoU": 0.1, "time": 113.0},  # 3 s of evaluation, not counted
-        {"kind": "train", "iter": 20, "time": 123.0},
-        {"kind": "eval", "iter": 20, "mIoU": 0.2, "time": 125.0},  # killed before last.pt was saved
-        {"kind": "train", "iter": 20, "time": 211.0},  # resumed at 10
-        {"kind": "eval", "iter": 20, "mIoU": 0.3, "time": 214.0},
+        {"kind": "train", "iter": 10, "train_seconds": 5.0},
+        {"kind": "eval", "iter": 10, "mIoU": 0.1, "train_seconds": 5.0},
+        {"kind": "train", "iter": 20, "train_seconds": 10.0},
+        {"kind": "eval", "iter": 20, "mIoU": 0.2, "train_seconds": 10.0},  # killed before last.pt was saved
+        {"kind": "train", "iter": 20, "train_seconds": 10.5},  # resumed at 10: the engine restored its clock
+        {"kind": "eval", "iter": 20, "mIoU": 0.3, "train_seconds": 10.5},
     ]
-    curve = learning_curve(records, sessions)
-    assert [(p["iter"], p["train_seconds"], p["mIoU"]) for p in curve] == [(10, 10.0, 0.1), (20, 21.0, 0.3)]
-    assert wall_seconds(records, sessions) == pytest.approx(25.0 + 15.0)
+    curve = learning_curve(records)
+    assert [(p["iter"], p["train_seconds"], p["mIoU"]) for p in curve] == [(10, 5.0, 0.1), (20, 10.5, 0.3)]
+
+
+def _settings(*flags):
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return resolve(p.parse_args(["--quick", *flags]))
+
+
+def test_run_configs_come_from_the_glyph_recipes(tmp_path):
+    s = _settings("--out", str(tmp_path))
+    for c in (20, 200, 2000):
+        for method in ("ess", "baseline"):
+            spec = RunSpec(f"{method}_C{c}", method, c, s.batch, "full")
+            cfg, recipe = build_config(s, spec), load_config(CONFIGS / f"glyph_c{c}_{method}.yaml")
+            assert (cfg.model, cfg.loss, cfg.optim) == (recipe.model, recipe.loss, recipe.optim)
+            assert cfg.data.options["num_classes"] == c and cfg.train.iters == s.iters and cfg.train.batch_size == s.batch
+            assert cfg.data.num_workers == 0 and cfg.train.out_dir == str(tmp_path / spec.name)
+            assert Path(spec.recipe).name == f"glyph_c{c}_{method}.yaml"
+    # the recipe with the nearest C (log scale), k capped at C - 1
+    small = RunSpec("ess_C8", "ess", 8, s.batch, "full")
+    cfg = build_config(s, small)
+    assert Path(small.recipe).name == "glyph_c20_ess.yaml" and (cfg.model.embedding_dim, cfg.loss.k) == (16, 7)
+    mid = RunSpec("ess_C500", "ess", 500, s.batch, "full")
+    assert build_config(s, mid).loss.k == 32 and Path(mid.recipe).name == "glyph_c200_ess.yaml"
+    # --recipes: another folder's recipe changes the run; a missing one is a clear error
+    (tmp_path / "glyph_c50_ess.yaml").write_text("loss: {tau: 0.3, k: 5}\noptim: {optimizer: sgd}\n")
+    other = _settings("--recipes", str(tmp_path), "--set", "loss.margin=0.25")
+    cfg = build_config(other, RunSpec("ess_C8", "ess", 8, s.batch, "full"))
+    assert (cfg.loss.tau, cfg.loss.k, cfg.loss.margin, cfg.optim.optimizer) == (0.3, 5, 0.25, "sgd")
+    with pytest.raises(EssegError, match="no glyph_c<C>_baseline.yaml recipe in"):
+        build_config(other, RunSpec("baseline_C8", "baseline", 8, s.batch, "equal_batch"))
+
+
+def test_variants_are_ess_runs_against_full_ess():
+    s = _settings("--no-ablations", "--no-equal-memory", "--classes", "8", "--ablation-classes", "16",
+                  "--variant", "exact", "loss.mode=exact", "--variant", "d8k3", "model.embedding_dim=8", "loss.k=3")
+    runs = plan_runs(s)
+    assert [r.name for r in runs] == ["ess_C8", "baseline_C8", "ess_C16", "ess_C16_exact", "ess_C16_d8k3"]
+    by_name = {r.name: build_config(s, r) for r in runs}
+    assert by_name["ess_C16_exact"].loss.mode == "exact" and by_name["ess_C16"].loss.mode == "knn"
+    assert (by_name["ess_C16_d8k3"].model.embedding_dim, by_name["ess_C16_d8k3"].loss.k) == (8, 3)
+    comps = {name: (a, b) for name, _, a, b in comparisons(s, runs)}
+    assert comps["ess_minus_exact_C16"] == ("ess_C16", "ess_C16_exact") and "ess_minus_d8k3_C16" in comps
+
+
+def test_variant_trains_end_to_end(tmp_path):
+    out = tmp_path / "var"
+    assert main(["bench", "accuracy", "--quick", "--classes", "8", "--ablation-classes", "8", "--no-ablations",
+                 "--no-equal-memory", "--iters", "2", "--eval-every", "0", "--val-images", "2",
+                 "--variant", "exact", "loss.mode=exact", "--out", str(out)]) == 0
+    rows, data = read_outputs(out, "accuracy")
+    assert [r["name"] for r in rows] == ["ess_C8", "baseline_C8", "ess_C8_exact"]
+    assert all(r["status"] == "ok" and float(r["train_seconds"]) > 0 for r in rows)
+    assert json.loads((out / "ess_C8_exact" / "run.json").read_text())["config"]["loss"]["mode"] == "exact"
+    assert "ess_minus_exact_C8" in {c["name"] for c in data["comparisons"]}
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -160,6 +219,11 @@ def test_learning_curve_clock_skips_evaluations_and_restarts_on_resume():
     (["--classes", "8,x"], "--classes takes comma-separated integers"),
     (["--no-equal-memory", "--baseline-batch", "2"], "--baseline-batch sets the equal-memory run"),
     (["--set", "loss.k=9"], "loss.k=9 exceeds the 7 negatives"),
+    (["--variant", "random", "loss.mode=exact"], "--variant takes a NAME"),
+    (["--variant", "x"], "--variant x changes nothing"),
+    (["--variant", "x", "train.iters=3"], "--variant train.iters is set per run by the harness; use --iters"),
+    (["--variant", "x", "loss.k=99"], "loss.k=99 exceeds the 15 negatives"),
+    (["--recipes", "/nonexistent"], "no glyph_c<C>_ess.yaml recipe in /nonexistent"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(extra, message, tmp_path, capsys):
     out = tmp_path / "out"
@@ -172,4 +236,4 @@ def test_bad_input_exits_2_and_writes_nothing(extra, message, tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_gpu_exits_2(tmp_path, capsys):
     assert main(["bench", "accuracy", "--quick", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
-    assert "no CUDA device" in capsys.readouterr().err
+    assert "no CUDA GPU is available" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
 @pytest.mark.parametrize("sub", ["memory", "speed", "knn", "loss"])
 def test_cuda_without_gpu_exits_2(sub, tmp_path, capsys):
     assert main(["bench", sub, "--quick", "--device", "cuda", "--out", str(tmp_path)]) == 2
-    assert "no CUDA device" in capsys.readouterr().err
+    assert "no CUDA GPU is available" in capsys.readouterr().err
 
 
 def test_bench_without_subcommand_prints_help(capsys):

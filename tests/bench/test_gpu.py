@@ -26,3 +26,18 @@ def test_max_batch_on_cuda(tmp_path):
     assert main(args) == 0
     rows, _ = read_outputs(tmp_path, "max_batch")
     assert {r["method"] for r in rows if r["measure"] == "max_batch"} == {"baseline", "ess"}
+
+
+def test_bench_step_is_the_amp_step_of_esseg_train():
+    from esseg.bench.common import Settings, build_training, make_batch, timed_step
+
+    s = Settings(device="cuda", classes=[10], batch=2, crop=32, embedding_dim=4, k=3, repeats=1, warmup=0,
+                 threads=None, seed=0, out="unused", quick=True)
+    device = torch.device("cuda")
+    t = build_training("ess", 10, s, device)
+    assert t.amp and t.scaler.is_enabled()  # train.amp defaults to true: esseg train uses AMP on CUDA
+    conv = next(m for m in t.model.modules() if isinstance(m, torch.nn.Conv2d))
+    dtypes = []
+    conv.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    times = timed_step(t, *make_batch(10, s, device))
+    assert dtypes == [torch.float16] and times["seconds"] > 0

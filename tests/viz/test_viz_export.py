@@ -1,4 +1,6 @@
-"""`esseg export-embeddings` and `esseg export`: files load, match the model, errors exit 2."""
+"""`esseg export-embeddings` and `esseg export` (:mod:`esseg.export`): files load, match the model, errors exit 2.
+
+They sit in tests/viz/ for the tiny trained checkpoints of tests/viz/conftest.py."""
 
 import csv
 import sys
@@ -14,7 +16,7 @@ from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.evaluate import predict_batch
 from esseg.errors import EssegError
 from esseg.models import EmbeddingSegmenter
-from esseg.viz.export import (
+from esseg.export import (
     LabelMapModel,
     check_label_maps,
     export_model,
@@ -68,6 +70,36 @@ def test_torchscript_export_matches_eager_predict(which, request, tmp_path, caps
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["ess_ckpt", "baseline_ckpt"])
+def test_pt2_export_round_trip_equals_eager_predict(which, request, tmp_path, capsys):
+    path = request.getfixturevalue(which)
+    out = tmp_path / "model.pt2"
+    assert main(["export", "--checkpoint", path, "--format", "pt2", "--out", str(out), "--size", "32"]) == 0
+    assert "wrote pt2" in capsys.readouterr().out
+    _, model = eager(path)
+    exported = torch.export.load(str(out)).module()
+    g = torch.Generator().manual_seed(3)
+    # batch 1 and sizes that need no padding, unlike the (2, 3, 40, 27) example it was exported with
+    for shape in [(1, 3, 32, 32), (3, 3, 64, 40), (1, 3, 45, 37)]:
+        images = torch.randn(*shape, generator=g)
+        with torch.no_grad():
+            labels = exported(images)
+        assert labels.dtype == torch.int64 and labels.shape == (shape[0], *shape[2:])
+        assert torch.equal(labels, predict_batch(model, images))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt2"]  # no temporary file left
+
+
+def test_pt2_export_failure_is_one_line_and_writes_nothing(ess_ckpt, tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator\nwith a long explanation")
+
+    monkeypatch.setattr(torch.export, "export", broken)
+    line = run_error(capsys, ["export", "--checkpoint", ess_ckpt, "--format", "pt2", "--out", str(tmp_path / "m.pt2")])
+    assert "torch.export failed: unsupported operator; try --format torchscript" in line
+    assert not list(tmp_path.iterdir())
+
+
 def test_label_map_graph_without_normalisation(unnormalized_ckpt):
     _, model = eager(unnormalized_ckpt)
     assert not model.normalize
@@ -97,7 +129,7 @@ def test_mismatch_is_an_error_but_exact_ties_are_not():
 
 
 def test_failed_check_writes_nothing(ess_ckpt, tmp_path, monkeypatch):
-    import esseg.viz.export as export
+    import esseg.export as export
 
     def broken(*args):
         raise EssegError("the exported torchscript model disagrees; nothing written")

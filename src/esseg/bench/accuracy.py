@@ -1,20 +1,25 @@
 """``esseg bench accuracy``: mIoU of ESS vs the softmax baseline on glyph scenes, per C, trained alike.
 
-Every run trains the same network (DeepLabV3+ / mobilenet_v2, random init) for the same number
-of steps with :func:`esseg.engine.train.train` on the built-in ``glyph_scenes`` with Zipf class
-frequencies, and evaluates every ``--eval-every`` steps on the same validation scenes. The runs:
+Every run trains with :func:`esseg.engine.train.train` for the same number of steps on the
+built-in ``glyph_scenes`` with Zipf class frequencies, and evaluates every ``--eval-every`` steps
+on the same validation scenes. The recipe (network, loss, optimiser) of a run at C comes from
+``configs/glyph_c<R>_<method>.yaml`` with R the recipe's C nearest to C (``loss.k`` capped at
+C - 1), then ``--set``, then the harness's keys (data, schedule, folder). The runs:
 
 - ``ess_C<C>`` and ``baseline_C<C>`` for every ``--classes`` C, both at batch ``--batch``;
 - ``baseline_C<C>_eqmem`` at the largest C: the baseline at an equal memory budget, i.e. the
   largest batch whose training step fits in the peak memory of ESS's step at ``--batch``
   (measured like ``esseg bench memory``, in fresh processes; or ``--baseline-batch``);
 - ``ess_C<A>_random``, ``ess_C<A>_nonorm``, ``ess_C<A>_nomargin`` at each ``--ablation-classes``
-  A: random negatives, no L2 normalisation, no max-margin term, each against ``ess_C<A>``.
+  A: random negatives, no L2 normalisation, no max-margin term, each against ``ess_C<A>``;
+- ``ess_C<A>_<name>`` for every ``--variant NAME KEY=VALUE ...``: ESS with those config keys
+  changed, against ``ess_C<A>`` (one factor at a time, e.g. ``--variant exact loss.mode=exact``).
 
 Each run trains in ``<out>/<name>/`` and resumes there (``last.pt``) after an interruption; a
-finished run is not trained again. ``seconds`` is the wall time of a run (training, periodic
-evaluations, checkpoints), ``train_seconds`` the time in training steps only: the x axis of the
-learning curves, computed from the timestamps in ``metrics.jsonl``.
+finished run is not trained again. ``seconds`` is the wall time of a run (its sessions: training,
+periodic evaluations, checkpoints), ``train_seconds`` the engine's time in training steps only
+(``train_seconds`` of its ``metrics.jsonl`` records, summed across resumes by the engine): the x
+axis of the learning curves.
 """
 
 from __future__ import annotations
@@ -25,23 +30,25 @@ import datetime
 import gc
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
+from esseg import create_model
 from esseg.bench import report
-from esseg.bench.common import (
-    Settings, format_bytes, logits_bytes, parse_int_list, resolve_device, start,
-)
+from esseg.bench.common import Settings, format_bytes, logits_bytes, parse_int_list, refuse_owned_keys, start
 from esseg.bench.memory import BASELINE_LOGIT_COPIES, PRELOAD, find_max_batch
 from esseg.bench.report import fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
+from esseg.engine import train as engine
 from esseg.engine.checkpoint import load_checkpoint
-from esseg.engine.config import Config, apply_overrides, config_from_dict
+from esseg.engine.config import Config, apply_overrides, config_from_dict, load_config, set_value
 from esseg.engine.data import build_split
-from esseg.engine.train import build_criterion
+from esseg.engine.distributed import resolve_device
 from esseg.errors import EssegError
 
 HELP = "mIoU / PAcc / fIoU and learning curves of ESS vs the baseline on glyph scenes, per number of classes"
@@ -68,7 +75,7 @@ OWNED_KEYS = {
 }
 COLUMNS = report.CORE_COLUMNS + [
     "name", "variant", "status", "iters", "train_seconds", "s_per_iter", *METRICS, "num_valid_classes",
-    "loss_mode", "normalize", "reg_weight", "batch_rule", "threads", "sessions", "reused", "run_dir", "note",
+    "loss_mode", "normalize", "reg_weight", "batch_rule", "threads", "sessions", "reused", "run_dir", "recipe", "note",
 ]
 CURVE_COLUMNS = ["name", "method", "variant", "C", "batch", "iter", "train_seconds", *CURVE_METRICS]
 CLASS_COLUMNS = ["name", "method", "variant", "C", "class_id", "class_name", "frequency", "IoU", "gt_pixels"]
@@ -97,6 +104,8 @@ class AccuracySettings:
     quick: bool
     overrides: list[str]
     isolation: str
+    variants: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # name -> KEY=VALUE overrides
+    recipes: str | None = None
 
 
 @dataclasses.dataclass
@@ -107,11 +116,13 @@ class RunSpec:
     method: str
     num_classes: int
     batch: int
-    variant: str  # full | random | nonorm | nomargin (ESS); equal_batch | equal_memory (baseline)
+    variant: str  # full | random | nonorm | nomargin | a --variant name (ESS); equal_batch | equal_memory (baseline)
     updates: dict = dataclasses.field(default_factory=dict)
+    overrides: list[str] = dataclasses.field(default_factory=list)  # --variant KEY=VALUE
     same_as: str | None = None  # an equal-memory baseline whose batch equals --batch reuses that run
     batch_rule: str = "--batch"
     cfg: Config | None = None
+    recipe: str | None = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -144,6 +155,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="data and training seed, the same for every run (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run, e.g. optim.lr=0.02 or model.embedding_dim=16 (repeatable)")
+    p.add_argument("--variant", dest="variants", action="append", nargs="+", default=[], metavar=("NAME", "KEY=VALUE"),
+                   help="an extra ESS run ess_C<A>_NAME at each --ablation-classes A with these config keys changed, "
+                        "compared with ess_C<A> (repeatable), e.g. --variant exact loss.mode=exact")
+    p.add_argument("--recipes", metavar="DIR",
+                   help="folder of the glyph_c<C>_<method>.yaml recipes (default: configs/ here, else in the checkout)")
     p.add_argument("--isolation", choices=MODES, default="fork",
                    help="how the equal-memory measurement starts its fresh processes (default fork)")
     p.add_argument("--out", default="runs/bench/accuracy", metavar="DIR",
@@ -171,7 +187,8 @@ def resolve(args: argparse.Namespace) -> AccuracySettings:
                                 else defaults["ablation_classes"]),
         equal_memory=args.equal_memory, baseline_batch=args.baseline_batch, threads=args.threads, device=args.device,
         zipf=args.zipf, difficulty=args.difficulty, seed=args.seed, out=args.out, quick=args.quick,
-        overrides=list(args.overrides), isolation=args.isolation,
+        overrides=list(args.overrides), isolation=args.isolation, recipes=args.recipes,
+        variants={v[0]: v[1:] for v in args.variants},
     )
     for flag, value, low in (("--iters", s.iters, 1), ("--batch", s.batch, MIN_BATCH), ("--size", s.size, 16),
                              ("--eval-every", s.eval_every, 0), ("--val-images", s.val_images, 1)):
@@ -188,51 +205,51 @@ def resolve(args: argparse.Namespace) -> AccuracySettings:
                              f"got {s.baseline_batch}")
     if s.threads is not None and s.threads < 1:
         raise EssegError(f"--threads must be >= 1; got {s.threads}")
-    for item in s.overrides:
-        key = item.partition("=")[0].strip()
-        if key in OWNED_KEYS:
-            flag = OWNED_KEYS[key]
-            raise EssegError(f"--set {key} is set per run by the harness" + (f"; use {flag}" if flag else ""))
+    if len(s.variants) != len(args.variants):
+        raise EssegError("--variant names must be unique")
+    for name, items in s.variants.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or name in ABLATIONS or "=" in name:
+            raise EssegError(f"--variant takes a NAME (letters, digits, _ or -; not {', '.join(ABLATIONS)}) and then "
+                             f"KEY=VALUE pairs, e.g. --variant exact loss.mode=exact; got {name!r}")
+        if not items:
+            raise EssegError(f"--variant {name} changes nothing; add KEY=VALUE pairs, e.g. loss.mode=exact")
+    items = [("--set", i) for i in s.overrides] + [("--variant", i) for v in s.variants.values() for i in v]
+    refuse_owned_keys(items, OWNED_KEYS, "run by the harness")
     resolve_device(s.device)
     return s
 
 
-def ess_defaults(num_classes: int) -> tuple[int, int]:
-    """(embedding_dim d, k) of ESS at C classes in this experiment, as in ``configs/glyph_c*_ess.yaml``.
-
-    d = 64 and k = 32 (k = C - 1, the exact softmax, below 33 classes; d = 16 below 33 classes):
-    the settings that learned fastest from random init on CPU (docs/RESULTS.md, "Why ESS
-    learned slowly"); the paper's d = 12, k = 8 assume an ImageNet-pretrained backbone.
-    """
-    d = 16 if num_classes <= 32 else 64
-    return d, min(32, num_classes - 1)
+RECIPE_FILES = re.compile(r"glyph_c(\d+)_(ess|baseline)\.yaml")
 
 
-# The from-scratch CPU recipe of configs/glyph_c*.yaml (and, for the optimiser, configs/demo.yaml),
-# for both methods; ESS keeps the paper's normalisation.
-RECIPE = {
-    "loss": {"tau": 0.1},
-    "optim": {"optimizer": "adamw", "lr": 0.01, "backbone_lr_mult": 1.0, "backbone_bn_momentum": 0.1},
-}
+def recipe_dir(recipes: str | None) -> Path:
+    """``--recipes``, else ``configs/`` in the working directory, else in the source checkout."""
+    if recipes is not None:
+        return Path(recipes)
+    here = Path("configs")
+    return here if here.is_dir() else Path(__file__).resolve().parents[3] / "configs"
+
+
+def recipe_path(method: str, num_classes: int, folder: Path) -> Path:
+    """``glyph_c<R>_<method>.yaml`` in ``folder`` with R nearest to C on a log scale (ties: the smaller R)."""
+    found = {int(m[1]): f for f in sorted(folder.glob("glyph_c*_*.yaml"))
+             if (m := RECIPE_FILES.fullmatch(f.name)) and m[2] == method}
+    if not found:
+        raise EssegError(f"no glyph_c<C>_{method}.yaml recipe in {folder}; run from the repository root or pass --recipes DIR")
+    return found[min(found, key=lambda r: (abs(math.log(r / num_classes)), r))]
 
 
 def base_config(s: AccuracySettings, num_classes: int) -> dict:
-    """The config every run at C starts from (then ``--set``, then the run's own keys)."""
-    d, k = ess_defaults(num_classes)
+    """The keys the harness sets in every run at C, over the recipe and ``--set``."""
     return {
-        "data": {"dataset": "glyph_scenes", "crop_size": None, "num_workers": 0,
-                 "options": {"num_classes": num_classes, "size": s.size, "zipf": s.zipf, "difficulty": s.difficulty,
-                             "seed": s.seed},
-                 "val_options": {"length": s.val_images}},
-        "model": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "encoder_weights": None, "embedding_dim": d,
-                  "output_stride": 16},
-        "loss": {"k": k, **RECIPE["loss"]},
-        "optim": dict(RECIPE["optim"]),
-        "train": {"iters": s.iters, "batch_size": s.batch, "device": s.device, "num_threads": s.threads,
-                  "seed": s.seed, "resume": "auto", "eval_every": s.eval_every, "save_every": 0,
-                  # a train record right before every evaluation: the clock of the learning curves
-                  "log_every": math.gcd(s.eval_every, s.iters), "eval_batch_size": EVAL_BATCH, "num_vis": 0,
-                  "tensorboard": False},
+        "data.dataset": "glyph_scenes", "data.crop_size": None, "data.num_workers": 0,
+        "data.options": {"num_classes": num_classes, "size": s.size, "zipf": s.zipf, "difficulty": s.difficulty,
+                         "seed": s.seed},
+        "data.val_options": {"length": s.val_images},
+        "train.iters": s.iters, "train.batch_size": s.batch, "train.device": s.device, "train.num_threads": s.threads,
+        "train.seed": s.seed, "train.resume": "auto", "train.stop_at": None, "train.eval_every": s.eval_every,
+        "train.save_every": 0, "train.eval_batch_size": EVAL_BATCH, "train.num_vis": 0, "train.tensorboard": False,
+        "train.log_every": math.gcd(s.eval_every, s.iters),
     }
 
 
@@ -245,18 +262,27 @@ def plan_runs(s: AccuracySettings) -> list[RunSpec]:
     if s.equal_memory:
         c = max(s.classes)
         runs.append(RunSpec(f"baseline_C{c}_eqmem", "baseline", c, s.batch, "equal_memory"))
-    if s.ablations:
+    if s.ablations or s.variants:
         for c in s.ablation_classes:
             if c not in s.classes:
                 runs.append(RunSpec(f"ess_C{c}", "ess", c, s.batch, "full"))
-            for suffix, (_, updates) in ABLATIONS.items():
+            for suffix, (_, updates) in ABLATIONS.items() if s.ablations else ():
                 runs.append(RunSpec(f"ess_C{c}_{suffix}", "ess", c, s.batch, suffix, updates))
+            for name, items in s.variants.items():
+                runs.append(RunSpec(f"ess_C{c}_{name}", "ess", c, s.batch, name, overrides=items))
     return runs
 
 
 def build_config(s: AccuracySettings, spec: RunSpec) -> Config:
-    """The run's config: base, ``--set`` overrides, then the run's method, batch, variant and folder."""
-    d = apply_overrides(base_config(s, spec.num_classes), s.overrides)
+    """The run's config: its recipe file (``loss.k`` capped at C - 1), ``--set`` and ``--variant``
+    overrides, the harness's keys, then the run's method, batch, variant and folder. Sets ``spec.recipe``."""
+    path = recipe_path(spec.method, spec.num_classes, recipe_dir(s.recipes))
+    spec.recipe = str(path)
+    d = load_config(path).to_dict()
+    d["loss"]["k"] = min(d["loss"]["k"], spec.num_classes - 1)
+    apply_overrides(d, [*s.overrides, *spec.overrides])
+    for key, value in base_config(s, spec.num_classes).items():
+        set_value(d, key, value)
     updates = {"model.method": spec.method, "train.batch_size": spec.batch,
                "train.out_dir": str(Path(s.out) / spec.name), **spec.updates}
     return config_from_dict(apply_overrides(d, updates=updates))
@@ -266,7 +292,7 @@ def check_config(cfg: Config):
     """Build the run's dataset and loss once, so a bad option fails before any training; returns the train split."""
     dataset = build_split(cfg, cfg.data.train_split, train=True)
     if cfg.model.method == "ess":
-        build_criterion(cfg, dataset.num_classes, dataset.ignore_index)
+        engine.build_criterion(cfg, dataset.num_classes, dataset.ignore_index)
     return dataset
 
 
@@ -324,7 +350,7 @@ def measure_baseline_batch(s: AccuracySettings, ess_cfg: Config) -> dict:
     c, m = ess_cfg.data.options["num_classes"], ess_cfg.model
     bench = Settings(device=s.device, classes=[c], batch=s.batch, crop=s.size, embedding_dim=m.embedding_dim,
                      k=ess_cfg.loss.k, repeats=1, warmup=1, threads=s.threads, seed=s.seed, out=s.out, quick=s.quick,
-                     arch=m.arch, encoder=m.encoder)
+                     arch=m.arch, encoder=m.encoder, config=ess_cfg.to_dict())  # the baseline: this with method baseline
     print(f"equal memory at C={c}: peak of one training step (esseg bench memory, {s.isolation}): "
           f"ESS at batch {s.batch}, then the baseline's largest batch within it", flush=True)
     with IsolatedRunner(s.isolation, preload=PRELOAD, timeout=1800) as runner:
@@ -339,9 +365,10 @@ def measure_baseline_batch(s: AccuracySettings, ess_cfg: Config) -> dict:
 
 
 def _memory_key(s: AccuracySettings, ess_cfg: Config) -> dict:
-    m = ess_cfg.model
-    return dict(C=ess_cfg.data.options["num_classes"], batch=s.batch, size=s.size, device=s.device, arch=m.arch,
-                encoder=m.encoder, embedding_dim=m.embedding_dim, k=ess_cfg.loss.k)
+    cfg = ess_cfg.to_dict()
+    return dict(C=ess_cfg.data.options["num_classes"], batch=s.batch, size=s.size, device=s.device,
+                model=cfg["model"], loss=cfg["loss"], optim=cfg["optim"], amp=cfg["train"]["amp"],
+                accum_steps=cfg["train"]["accum_steps"])
 
 
 def equal_memory_batch(s: AccuracySettings, ess_cfg: Config) -> dict:
@@ -391,47 +418,15 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def learning_curve(records: list[dict], sessions: list[dict]) -> list[dict]:
-    """Evaluation points ``{"iter", "train_seconds", metrics...}`` from ``metrics.jsonl`` and the run's sessions.
+def learning_curve(records: list[dict]) -> list[dict]:
+    """Evaluation points ``{"iter", "train_seconds", metrics...}`` from ``metrics.jsonl``.
 
-    ``train_seconds`` counts the wall time between a session's start (or the end of an
-    evaluation) and the next train record: training steps (with data loading and checkpoint
-    saves), without the evaluations. A resumed session restarts the clock from the value at
-    the iteration it resumed from, and its evaluations replace those of the interrupted one.
+    ``train_seconds`` is the engine's (time in training steps, summed across resumes); a resumed
+    session's evaluation replaces the interrupted session's at the same step.
     """
-    events = [(sess["start"], 0, "session", sess) for sess in sessions]
-    events += [(r["time"], 1, r.get("kind"), r) for r in records if "time" in r]
-    events.sort(key=lambda e: (e[0], e[1]))
-    points: dict[int, dict] = {}
-    clock, last = 0.0, None
-    for t, _, kind, rec in events:
-        if kind == "session":
-            start_iter = rec.get("start_iter", 0)
-            points = {i: p for i, p in points.items() if i <= start_iter}
-            clock = points[start_iter]["train_seconds"] if start_iter in points else 0.0
-            last = t
-        elif kind == "train":
-            if last is not None:
-                clock += t - last
-            last = t
-        elif kind == "eval":
-            points[rec["iter"]] = {"iter": rec["iter"], "train_seconds": clock,
-                                   **{k: rec.get(k) for k in CURVE_METRICS}}
-            last = t
+    points = {r["iter"]: {"iter": r["iter"], "train_seconds": r.get("train_seconds"), **{k: r.get(k) for k in CURVE_METRICS}}
+              for r in records if r.get("kind") == "eval"}
     return [points[i] for i in sorted(points)]
-
-
-def wall_seconds(records: list[dict], sessions: list[dict]) -> float:
-    """Sum over sessions of (end, or the session's last record for one that was killed) - start."""
-    total = 0.0
-    starts = [sess["start"] for sess in sessions] + [math.inf]
-    for sess, nxt in zip(sessions, starts[1:]):
-        end = sess.get("end")
-        if end is None:
-            inside = [r["time"] for r in records if sess["start"] <= r.get("time", -1) < nxt]
-            end = max(inside, default=sess["start"])
-        total += end - sess["start"]
-    return total
 
 
 def collect(spec: RunSpec, dataset, state: dict, reused: bool) -> tuple[dict, list[dict], list[dict]]:
@@ -441,10 +436,11 @@ def collect(spec: RunSpec, dataset, state: dict, reused: bool) -> tuple[dict, li
     full = _read_json(run_dir / f"eval_{cfg.data.val_split}.json")
     records = _read_records(run_dir / "metrics.jsonl")
     sessions = state.get("sessions", [])
-    curve = learning_curve(records, sessions)
+    curve = learning_curve(records)
     train_seconds = curve[-1]["train_seconds"] if curve and curve[-1]["iter"] == cfg.train.iters else None
     row = _row_base(spec, cfg)
-    row.update(status="ok", seconds=wall_seconds(records, sessions), train_seconds=train_seconds,
+    wall = sum(sess["end"] - sess["start"] for sess in sessions if sess.get("end"))  # a killed session: not counted
+    row.update(status="ok", seconds=wall, train_seconds=train_seconds,
                s_per_iter=train_seconds / cfg.train.iters if train_seconds else None,
                sessions=len(sessions), reused=reused)
     row.update({k: full.get(k) for k in ("PAcc", "mAcc", "mIoU", "fIoU", "num_valid_classes")})
@@ -467,7 +463,7 @@ def _row_base(spec: RunSpec, cfg: Config) -> dict:
         k=cfg.loss.k if ess else None, batch=spec.batch, crop=cfg.data.options.get("size"), device=cfg.train.device,
         variant=spec.variant, iters=cfg.train.iters, loss_mode=cfg.loss.mode if ess else None,
         normalize=cfg.model.normalize if ess else None, reg_weight=cfg.loss.reg_weight if ess else None,
-        batch_rule=spec.batch_rule, threads=cfg.train.num_threads, run_dir=cfg.train.out_dir,
+        batch_rule=spec.batch_rule, threads=cfg.train.num_threads, run_dir=cfg.train.out_dir, recipe=spec.recipe,
     )
 
 
@@ -488,10 +484,6 @@ def run_state(spec: RunSpec) -> dict | None:
 
 def _warm_up(s: AccuracySettings) -> None:
     """One tiny training step, so the first run's time does not include one-off lazy imports and set-up."""
-    import torch
-
-    from esseg import create_model
-
     device = resolve_device(s.device)
     for dim in (6, None):
         model = create_model("deeplabv3plus", "mobilenet_v2", 4, embedding_dim=dim).to(device).train()
@@ -500,8 +492,6 @@ def _warm_up(s: AccuracySettings) -> None:
 
 def train_run(spec: RunSpec, dataset) -> tuple[dict, list[dict], list[dict]]:
     """Train ``spec`` in its folder (resuming; skipped when finished earlier) and collect its results."""
-    from esseg.engine.train import train
-
     cfg = spec.cfg
     run_dir = Path(cfg.train.out_dir)
     state_path = run_dir / "run.json"
@@ -519,7 +509,7 @@ def train_run(spec: RunSpec, dataset) -> tuple[dict, list[dict], list[dict]]:
     print(f"{spec.name}: {spec.method}, C={spec.num_classes}, batch {spec.batch}, {cfg.train.iters} steps"
           + (f", resuming at step {start_iter}" if start_iter else "") + f" -> {run_dir}", flush=True)
     try:
-        result = train(cfg)
+        result = engine.train(cfg)
     finally:
         state["sessions"][-1]["end"] = time.time()
         report.write_json(state_path, state)
@@ -542,9 +532,10 @@ def comparisons(s: AccuracySettings, runs: list[RunSpec]) -> list[tuple[str, str
             c = r.num_classes
             out.append((f"ess_minus_baseline_eqmem_C{c}",
                         f"ESS (batch {s.batch}) - baseline (batch {r.batch}, equal memory), C={c}", f"ess_C{c}", r.name))
-    for c in s.ablation_classes if s.ablations else []:
-        for suffix, what in (("random", "kNN - random negatives"), ("nonorm", "normalised - not"),
-                             ("nomargin", "max-margin - none")):
+    whats = {"random": "kNN - random negatives", "nonorm": "normalised - not", "nomargin": "max-margin - none",
+             **{name: f"ESS - {name} ({' '.join(items)})" for name, items in s.variants.items()}}
+    for c in s.ablation_classes:
+        for suffix, what in whats.items():
             if f"ess_C{c}_{suffix}" in names:
                 out.append((f"ess_minus_{suffix}_C{c}", f"{what}, ESS C={c}", f"ess_C{c}", f"ess_C{c}_{suffix}"))
     return out
@@ -574,7 +565,9 @@ def _pct(v) -> str:
 def _label(row: dict) -> str:
     if row["method"] == "baseline":
         return f"baseline, batch {row['batch']}" + (" (equal memory)" if row["variant"] == "equal_memory" else "")
-    return "ESS" if row["variant"] == "full" else f"ESS, {ABLATIONS[row['variant']][0]}"
+    if row["variant"] == "full":
+        return "ESS"
+    return f"ESS, {ABLATIONS[row['variant']][0] if row['variant'] in ABLATIONS else row['variant']}"
 
 
 def _groups(s: AccuracySettings, rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -582,7 +575,7 @@ def _groups(s: AccuracySettings, rows: list[dict]) -> list[tuple[str, list[dict]
     ok = [r for r in rows if r.get("status") == "ok"]
     groups = [(f"C={c}", [r for r in ok if r["C"] == c and r["variant"] in ("full", "equal_batch", "equal_memory")])
               for c in s.classes]
-    if s.ablations:
+    if s.ablations or s.variants:
         groups += [(f"ablations, C={c}", [r for r in ok if r["C"] == c and r["method"] == "ess"])
                    for c in s.ablation_classes]
     return [(title, members) for title, members in groups if members]

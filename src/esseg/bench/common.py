@@ -1,14 +1,17 @@
 """What every benchmark shares: settings and flags, synthetic data, clocks, memory meters and
-the one training step that the memory and speed benchmarks measure."""
+the training step that the memory and speed benchmarks measure: the engine's ``train_step``
+on the model, loss, optimiser and scaler ``esseg train`` builds (same AMP, accumulation, loss)."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import ctypes.util
 import dataclasses
 import functools
 import gc
+import itertools
 import math
 import os
 import platform
@@ -21,12 +24,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from esseg.engine.config import Config, apply_overrides, config_from_dict, load_config
+from esseg.engine.distributed import resolve_device
+from esseg.engine.train import build_criterion, build_model, train_step
 from esseg.errors import EssegError
+from esseg.optim import build_optimizer
 
 # No label is ignored in the synthetic batches; -1 is outside [0, C) for every C.
 IGNORE_INDEX = -1
-# Learning rate of the measured steps (the paper's base LR for large label spaces).
-LR = 0.01
 METHODS = ("baseline", "ess")
 DEFAULT_OUT = "runs/bench"
 
@@ -52,6 +57,7 @@ class Settings:
     quick: bool
     arch: str = "deeplabv3plus"
     encoder: str = "mobilenet_v2"
+    config: dict = dataclasses.field(default_factory=dict)  # engine config of the measured step (--set)
 
     @property
     def num_pixels(self) -> int:
@@ -126,6 +132,9 @@ def add_common_arguments(
     if model:
         p.add_argument("--arch", help=f"segmentation_models_pytorch architecture ({dflt('arch')})")
         p.add_argument("--encoder", help=f"encoder, random init ({dflt('encoder')})")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="esseg train config key of the measured step, e.g. train.accum_steps=2, train.amp=false "
+                            "or optim.optimizer=adamw (repeatable; default: the engine's defaults)")
     p.add_argument("--embedding-dim", type=int, metavar="D", help=f"ESS embedding dimension d ({dflt('embedding_dim')})")
     p.add_argument("--k", type=int, metavar="K", help=f"{k_help} ({dflt('k')})")
     if timed:
@@ -161,16 +170,12 @@ def resolve_settings(args: argparse.Namespace, full: dict, quick: dict) -> Setti
     if s.threads is not None and s.threads < 1:
         raise EssegError(f"--threads must be >= 1; got {s.threads}")
     resolve_device(s.device)
+    if hasattr(args, "overrides"):
+        refuse_owned_keys([("--set", item) for item in args.overrides], OWNED_KEYS, "configuration by the benchmark")  # the benchmarks that build the training step
+        s.config = load_config(None, args.overrides).to_dict()
+        for method in METHODS:
+            step_config(method, s)  # a bad combination fails here, before anything runs
     return s
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"`` or ``"cuda"`` as a device; CUDA without a GPU raises :class:`EssegError`."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EssegError("--device cuda but no CUDA device is available; use --device cpu (or check CUDA_VISIBLE_DEVICES)")
-    if name not in ("cpu", "cuda"):
-        raise EssegError(f"--device must be cpu or cuda; got {name!r}")
-    return torch.device(name)
 
 
 def set_threads(threads: int | None) -> int:
@@ -184,9 +189,7 @@ def set_threads(threads: int | None) -> int:
 
 def check_model_settings(s: Settings) -> None:
     """Fail early with one line on an unknown arch/encoder or a crop the network cannot take."""
-    from esseg import create_model
-
-    model = create_model(s.arch, s.encoder, num_classes=2, embedding_dim=s.embedding_dim)
+    model = build_model(step_config("ess", s), 2)
     check = getattr(model.net, "check_input_shape", None)
     if check is not None:
         try:
@@ -454,24 +457,69 @@ def start(s: Settings, device: torch.device) -> dict:
 # ---------------------------------------------------------------------- training step
 
 
-def build_training(method: str, num_classes: int, s: Settings, device: torch.device):
-    """Model, loss and optimiser of one training configuration, as a user gets them by default.
+# --set keys the benchmark sets per configuration, and the flag to use instead (None: set by the sweep)
+OWNED_KEYS = {"model.method": None, "model.arch": "--arch", "model.encoder": "--encoder",
+              "model.embedding_dim": "--embedding-dim", "loss.k": "--k", "train.batch_size": "--batch",
+              "train.device": "--device"}
 
-    ESS: ``create_model(arch, encoder, C, embedding_dim=d)`` and ``ESSLoss(k=k)`` (kNN
-    cross-entropy + max-margin, exact torch search); baseline: ``embedding_dim=None`` and
-    ``SoftmaxCrossEntropyLoss()``. Both: random init, ``build_optimizer(model, lr=0.01)``
-    (SGD with momentum, the paper's groups), ``ignore_index=-1`` (valid for every C).
-    """
-    from esseg import ESSLoss, SoftmaxCrossEntropyLoss, build_optimizer, create_model
 
+def refuse_owned_keys(items: list[tuple[str, str]], owned: dict[str, str | None], per: str) -> None:
+    """Raise on a ``(flag, "KEY=VALUE")`` whose key the benchmark sets ``per`` run, naming the flag to use."""
+    for flag, item in items:
+        key = item.partition("=")[0].strip()
+        if key in owned:
+            raise EssegError(f"{flag} {key} is set per {per}" + (f"; use {owned[key]}" if owned[key] else ""))
+
+
+def step_config(method: str, s: Settings) -> Config:
+    """The engine config of one measured configuration: ``s.config`` (the engine's defaults plus
+    ``--set``) with the method, arch, encoder, d and k of the sweep."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    ess = method == "ess"
-    model = create_model(s.arch, s.encoder, num_classes, embedding_dim=s.embedding_dim if ess else None)
-    model = model.to(device).train()
-    criterion = ESSLoss(k=s.k, ignore_index=IGNORE_INDEX) if ess else SoftmaxCrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    optimizer = build_optimizer(model, lr=LR)
-    return model, criterion, optimizer
+    updates = {"model.method": method, "model.arch": s.arch, "model.encoder": s.encoder,
+               "model.embedding_dim": s.embedding_dim, "loss.k": s.k, "train.batch_size": s.batch, "train.device": s.device}
+    return config_from_dict(apply_overrides(copy.deepcopy(s.config), updates=updates))
+
+
+@dataclasses.dataclass
+class Training:
+    """What ``esseg train`` builds for one config, ready for the engine's ``train_step``."""
+
+    cfg: Config
+    model: torch.nn.Module
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: bool
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One :func:`esseg.engine.train.train_step` on ``train.accum_steps`` copies of the batch."""
+        return train_step(self.model, self.criterion, self.optimizer, self.scaler, itertools.repeat((images, labels)),
+                          images.device, self.cfg.train.accum_steps, self.amp)
+
+
+def build_training(method: str, num_classes: int, s: Settings, device: torch.device) -> Training:
+    """Model, loss, optimiser and gradient scaler of one configuration, built as ``esseg train`` builds them.
+
+    :func:`step_config` gives the config; then the engine's ``build_model``, ``build_criterion``
+    and ``build_optimizer(model, **cfg.optim)`` (defaults: SGD with momentum, lr 0.01, the
+    paper's groups; ESS: ``ESSLoss`` with kNN cross-entropy + max-margin), and AMP on CUDA when
+    ``train.amp`` (the default). Random init; ``ignore_index=-1`` (valid for every C).
+    """
+    cfg = step_config(method, s)
+    model = build_model(cfg, num_classes).to(device).train()
+    criterion = build_criterion(cfg, num_classes, IGNORE_INDEX)
+    optimizer = build_optimizer(model, **dataclasses.asdict(cfg.optim))
+    amp = cfg.train.amp and device.type == "cuda"
+    return Training(cfg, model, criterion, optimizer, torch.amp.GradScaler(device.type, enabled=amp), amp)
+
+
+def describe_step(s: Settings, device: torch.device) -> str:
+    """One line on the measured step: the engine's train_step and the config keys that shape it."""
+    cfg = step_config("ess", s)
+    amp = "on" if cfg.train.amp and device.type == "cuda" else "off"
+    return (f"the engine's train_step (AMP {amp}, train.accum_steps {cfg.train.accum_steps}, "
+            f"optim.optimizer {cfg.optim.optimizer}, loss.mode {cfg.loss.mode})")
 
 
 def make_batch(num_classes: int, s: Settings, device: torch.device, generator=None, batch: int | None = None):
@@ -485,22 +533,38 @@ def make_batch(num_classes: int, s: Settings, device: torch.device, generator=No
 PHASES = ("forward", "loss", "backward", "optimizer")
 
 
-def train_step(model, criterion, optimizer, images, labels, device: torch.device) -> dict[str, float]:
-    """One full training step; returns its phase times in seconds (device-synchronised).
+def timed_step(training: Training, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Run :meth:`Training.step` once; returns its seconds and phase times (device-synchronised).
 
-    ``zero_grad(set_to_none=True)``; ``outputs = model(images)`` (forward); ``loss =
-    criterion(outputs, labels, class_embeddings)`` (loss; ESS includes normalising the class
-    table, the kNN search and the max-margin term); ``loss.backward()``; ``optimizer.step()``.
+    ``forward`` (the model's forward, under autocast on CUDA), ``loss`` (the criterion: ESS
+    includes the kNN search and the max-margin term) and ``optimizer`` (``optimizer.step``) are
+    clocked by hooks on the model, the criterion and the optimiser, summed over micro-batches;
+    ``backward`` is the rest of the step (``zero_grad``, backward, the scaler's unscale).
     """
-    t0 = clock(device)
-    optimizer.zero_grad(set_to_none=True)
-    outputs = model(images)
-    t1 = clock(device)
-    class_embeddings = model.class_embeddings() if model.is_embedding else None
-    loss = criterion(outputs, labels, class_embeddings)
-    t2 = clock(device)
-    loss.backward()
-    t3 = clock(device)
-    optimizer.step()
-    t4 = clock(device)
-    return dict(forward=t1 - t0, loss=t2 - t1, backward=t3 - t2, optimizer=t4 - t3, seconds=t4 - t0)
+    device = images.device
+    spent = dict.fromkeys(PHASES, 0.0)
+    started: dict[str, float] = {}
+
+    def begin(phase):
+        def hook(*args):
+            started[phase] = clock(device)
+        return hook
+
+    def end(phase):
+        def hook(*args):
+            spent[phase] += clock(device) - started[phase]
+        return hook
+
+    t = training
+    hooks = [t.model.register_forward_pre_hook(begin("forward")), t.model.register_forward_hook(end("forward")),
+             t.criterion.register_forward_pre_hook(begin("loss")), t.criterion.register_forward_hook(end("loss")),
+             t.optimizer.register_step_pre_hook(begin("optimizer")), t.optimizer.register_step_post_hook(end("optimizer"))]
+    try:
+        t0 = clock(device)
+        t.step(images, labels)
+        seconds = clock(device) - t0
+    finally:
+        for hook in hooks:
+            hook.remove()
+    spent["backward"] = max(0.0, seconds - spent["forward"] - spent["loss"] - spent["optimizer"])
+    return dict(spent, seconds=seconds)

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from esseg.bench import report
 from esseg.bench.common import (
     FULL, QUICK, Settings, add_common_arguments, blocky_labels, median, parse_int_list,
-    resolve_device, resolve_settings, smooth_pixel_embeddings, time_repeats, unit_vectors, start,
+    resolve_settings, smooth_pixel_embeddings, time_repeats, unit_vectors, start,
 )
 from esseg.bench.report import Ratio, fmt_seconds
+from esseg.engine.distributed import resolve_device
 from esseg.errors import EssegError
 
 HELP = "time and recall@k of each kNN search path (torch, FAISS flat/IVF, clustered, strided) per C"

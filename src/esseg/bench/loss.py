@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from esseg.bench import report
 from esseg.bench.common import (
     FULL, IGNORE_INDEX, QUICK, MemoryMeter, Settings, add_common_arguments, blocky_labels, exact_malloc,
-    format_bytes, logits_bytes, median, memory_limit, release_free_memory, resolve_device,
+    format_bytes, logits_bytes, median, memory_limit, release_free_memory,
     resolve_settings, set_threads, skip_reason, smooth_pixel_embeddings, time_repeats, unit_vectors, start,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
+from esseg.engine.distributed import resolve_device
 
 HELP = "time and peak memory of kNN-CE, ESSLoss, exact chunked CE and F.cross_entropy on logits, per C"
 DESCRIPTION = __doc__.split("\n\n", 1)[0].replace("``", "")

@@ -6,11 +6,13 @@ Every configuration runs in a fresh process (:mod:`esseg.bench.worker`). In it:
 1. ``runtime``: memory after the imports, the thread set-up, building (and dropping) a 2-class
    model (imports what the model imports lazily) and a tiny conv forward/backward (CPU:
    resident set size; CUDA: bytes allocated by tensors, ~0).
-2. build model, loss and optimiser (:func:`~esseg.bench.common.build_training`) and one batch;
-   run ``--warmup`` full steps (at least one, so the optimiser's momentum buffers exist);
-   clear the gradients (``set_to_none``); ``before``: memory now.
-3. reset the peak; run ONE full step (zero_grad, forward, loss, backward, optimizer.step);
-   ``peak``: the highest memory during it.
+2. build model, loss, optimiser and scaler as ``esseg train`` does
+   (:func:`~esseg.bench.common.build_training`) and one batch; run ``--warmup`` steps of the
+   engine's ``train_step`` (at least one, so the optimiser's state exists); clear the
+   gradients (``set_to_none``); ``before``: memory now.
+3. reset the peak; run ONE ``train_step`` (zero_grad, forward under autocast on CUDA, loss,
+   backward, optimizer step; ``train.accum_steps`` micro-batches); ``peak``: the highest
+   memory during it.
 
 Reported: ``peak_bytes = peak - runtime`` (everything the training holds at its worst moment:
 weights, gradients, optimiser state, batch, activations, loss buffers; on CUDA this is exactly
@@ -31,11 +33,12 @@ import torch
 from esseg.bench import report
 from esseg.bench.common import (
     FULL, METHODS, QUICK, MemoryMeter, Settings, add_common_arguments, build_training, check_model_settings,
-    exact_malloc, format_bytes, logits_bytes, make_batch, memory_limit, parse_bytes,
-    release_free_memory, resolve_device, resolve_settings, set_threads, skip_reason, train_step, start,
+    describe_step, exact_malloc, format_bytes, logits_bytes, make_batch, memory_limit, parse_bytes,
+    release_free_memory, resolve_settings, set_threads, skip_reason, start, timed_step,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
+from esseg.engine.distributed import resolve_device
 from esseg.errors import EssegError
 
 HELP = "peak memory of one training step, baseline vs ESS, per number of classes (or --max-batch)"
@@ -102,15 +105,15 @@ def train_step_task(params: dict) -> dict:
     runtime = meter.current()
     torch.manual_seed(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
-    model, criterion, optimizer = build_training(method, num_classes, s, device)
+    training = build_training(method, num_classes, s, device)
     images, labels = make_batch(num_classes, s, device, gen, batch=batch)
     for _ in range(max(1, s.warmup)):
-        train_step(model, criterion, optimizer, images, labels, device)
-    optimizer.zero_grad(set_to_none=True)
+        training.step(images, labels)
+    training.optimizer.zero_grad(set_to_none=True)
     release_free_memory()
     before = meter.current()
     meter.reset_peak()
-    times = train_step(model, criterion, optimizer, images, labels, device)
+    times = timed_step(training, images, labels)
     peak = meter.peak()
     how = meter.method + ("" if device.type == "cuda" else " + exact malloc" if exact else " (malloc may cache)")
     return dict(
@@ -296,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     env = start(s, device)
     what = f"max batch under {format_bytes(budget)}" if budget else f"peak memory of one training step, batch {s.batch}"
     print(f"esseg bench memory: {what}, {s.arch}/{s.encoder}, crop {s.crop}, d={s.embedding_dim}, k={s.k}, "
-          f"{s.device}; one fresh process per configuration ({args.isolation})", flush=True)
+          f"{s.device}; {describe_step(s, device)}; one fresh process per configuration ({args.isolation})", flush=True)
     with IsolatedRunner(args.isolation, preload=PRELOAD, timeout=args.timeout) as runner:
         rows = _max_batch_rows(runner, s, args, budget, limit) if budget else _peak_rows(runner, s, args, limit)
     extra = dict(baseline_max_classes=args.baseline_max_classes, mem_limit_bytes=limit, isolation=args.isolation)

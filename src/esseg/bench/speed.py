@@ -1,15 +1,17 @@
 """``esseg bench speed``: training-step time and inference time per image, baseline vs ESS, per C.
 
 For each C and method (in this process, one configuration at a time, interleaved per C):
-build the model, loss and optimiser (:func:`~esseg.bench.common.build_training`) and one
-batch of random images with blocky labels; run ``--warmup`` untimed steps, then ``--repeats``
-timed full steps (zero_grad, forward, loss, backward, optimizer.step; device-synchronised
-around each phase). ``seconds`` is the median step time (``seconds_mean`` the mean: the
-amortised cost when occasional steps are dearer, e.g. ESSLoss refreshing its max-margin
-neighbours every 16 steps above 4096 classes); ``forward_s``, ``loss_s``,
-``backward_s``, ``optimizer_s`` are the medians of each phase. Then ``model.eval()`` and
-``model.predict(images)`` under ``no_grad`` (forward + argmax for the baseline, forward +
-nearest class embedding for ESS): median over repeats, divided by the batch size.
+build the model, loss, optimiser and scaler as ``esseg train`` does
+(:func:`~esseg.bench.common.build_training`) and one batch of random images with blocky
+labels; run ``--warmup`` untimed steps, then ``--repeats`` timed steps of the engine's
+``train_step`` (zero_grad, forward under autocast on CUDA, loss, backward, optimizer step;
+``train.accum_steps`` micro-batches; device-synchronised around each phase). ``seconds`` is the
+median step time (``seconds_mean`` the mean: the amortised cost when occasional steps are
+dearer, e.g. ESSLoss refreshing its max-margin neighbours every 16 steps above 4096 classes);
+``forward_s``, ``loss_s``, ``backward_s``, ``optimizer_s`` are the medians of each phase
+(:func:`~esseg.bench.common.timed_step`). Then ``model.eval()`` and ``model.predict(images)``
+under ``no_grad`` (forward + argmax for the baseline, forward + nearest class embedding for
+ESS): median over repeats, divided by the batch size.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings,
-    is_out_of_memory, logits_bytes, make_batch, median, memory_limit, resolve_device, resolve_settings,
-    skip_reason, start, time_repeats, train_step,
+    FULL, METHODS, PHASES, QUICK, Settings, add_common_arguments, build_training, check_model_settings, describe_step,
+    is_out_of_memory, logits_bytes, make_batch, median, memory_limit, resolve_settings, skip_reason, start,
+    time_repeats, timed_step,
 )
 from esseg.bench.report import Ratio, fmt_seconds
+from esseg.engine.distributed import resolve_device
 
 HELP = "median training-step time and inference time per image, baseline vs ESS, per number of classes"
 DESCRIPTION = __doc__.split("\n\n", 1)[0].replace("``", "")
@@ -48,16 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _measure(s: Settings, method: str, num_classes: int, device: torch.device) -> list[dict]:
     torch.manual_seed(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
-    model, criterion, optimizer = build_training(method, num_classes, s, device)
-    images, labels = make_batch(num_classes, s, device, gen)
+    training = build_training(method, num_classes, s, device)
+    model, images, labels = training.model, *make_batch(num_classes, s, device, gen)
     for _ in range(s.warmup):
-        train_step(model, criterion, optimizer, images, labels, device)
-    steps = [train_step(model, criterion, optimizer, images, labels, device) for _ in range(s.repeats)]
+        training.step(images, labels)
+    steps = [timed_step(training, images, labels) for _ in range(s.repeats)]
     times = [t["seconds"] for t in steps]
     step = dict(measure="train_step", status="ok", seconds=median(times), seconds_mean=sum(times) / len(times),
                 seconds_min=min(times), seconds_max=max(times), repeats=s.repeats,
                 **{f"{p}_s": median([t[p] for t in steps]) for p in PHASES})
-    optimizer.zero_grad(set_to_none=True)
+    training.optimizer.zero_grad(set_to_none=True)
     model.eval()
     per_image = [t / s.batch for t in time_repeats(lambda: model.predict(images), s.repeats, max(1, s.warmup), device)]
     infer = dict(measure="inference", status="ok", seconds=median(per_image), seconds_mean=sum(per_image) / len(per_image),
@@ -102,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     limit = memory_limit(args.mem_limit, device)
     env = start(s, device)
     print(f"esseg bench speed: {s.arch}/{s.encoder}, batch {s.batch}, crop {s.crop}, d={s.embedding_dim}, k={s.k}, "
-          f"{s.device}, {env['threads']} threads; {s.warmup} warm-up + {s.repeats} timed repeats", flush=True)
+          f"{s.device}, {env['threads']} threads; {s.warmup} warm-up + {s.repeats} timed repeats of "
+          f"{describe_step(s, device)}", flush=True)
     rows = []
     for num_classes in s.classes:
         for method in METHODS:

@@ -21,9 +21,9 @@ from esseg.engine.data import build_split
 from esseg.engine.evaluate import predict_batch, summary
 from esseg.engine.predict import save_prediction
 from esseg.engine.train import train
-from esseg.engine.visual import colorize, denormalize, get_palette, panel
 from esseg.errors import EssegError
 from esseg.metrics import SUMMARY_KEYS, group_keys
+from esseg.viz.images import colorize, denormalize, get_palette, panel
 
 DEFAULT_DEMO_CONFIG = "configs/demo.yaml"
 

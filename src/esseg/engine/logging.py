@@ -2,7 +2,9 @@
 
 Each line of ``metrics.jsonl`` is one record, ``{"kind": "train", "iter": ..., "loss": ...,
 "ce": ..., "lr/<group>": ...}`` or ``{"kind": "eval", "iter": ..., "split": "val", "PAcc": ...,
-"mAcc": ..., "mIoU": ..., "fIoU": ...}``. On other ranks every method is a no-op.
+"mAcc": ..., "mIoU": ..., "fIoU": ...}``, with ``time`` (Unix seconds) and ``train_seconds``
+(the engine's time in training steps up to this record, summed across resumes: the clock of
+learning curves). On other ranks every method is a no-op.
 """
 
 from __future__ import annotations
@@ -37,26 +39,29 @@ class RunLogger:
 
             self.writer = SummaryWriter(str(out_dir / "tb"))
 
-    def _write(self, record: dict) -> None:
+    def _write(self, record: dict, train_seconds: float | None) -> None:
         record = {**record, "time": round(time.time(), 3)}
+        if train_seconds is not None:
+            record["train_seconds"] = round(train_seconds, 3)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
-    def log_train(self, iteration: int, values: dict[str, float]) -> None:
+    def log_train(self, iteration: int, values: dict[str, float], train_seconds: float | None = None) -> None:
         """Loss terms and learning rates (keys like ``loss``, ``ce``, ``lr/head``) at ``iteration``."""
         if not self.enabled:
             return
-        self._write({"kind": "train", "iter": iteration, **values})
+        self._write({"kind": "train", "iter": iteration, **values}, train_seconds)
         if self.writer:
             for key, value in values.items():
                 self.writer.add_scalar(key if "/" in key else f"train/{key}", value, iteration)
 
-    def log_eval(self, iteration: int, split: str, metrics: dict, images: list[np.ndarray] = ()) -> None:
+    def log_eval(self, iteration: int, split: str, metrics: dict, images: list[np.ndarray] = (),
+                 train_seconds: float | None = None) -> None:
         """Scalar metrics of an evaluation, plus optional ``(H, W, 3)`` uint8 prediction panels."""
         if not self.enabled:
             return
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        self._write({"kind": "eval", "iter": iteration, "split": split, **scalars})
+        self._write({"kind": "eval", "iter": iteration, "split": split, **scalars}, train_seconds)
         if self.writer:
             for key, value in scalars.items():
                 self.writer.add_scalar(f"{split}/{key}", value, iteration)

@@ -15,7 +15,7 @@ from PIL import Image
 from esseg.data.base import to_tensors
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.evaluate import predict_batch
-from esseg.engine.visual import colorize, get_palette, overlay
+from esseg.viz.images import colorize, get_palette, overlay
 from esseg.errors import EssegError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

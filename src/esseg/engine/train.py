@@ -41,7 +41,7 @@ from esseg.engine.data import build_split, eval_loader, train_loader
 from esseg.engine.distributed import DistInfo, all_true, broadcast_buffers, cleanup_distributed, init_distributed
 from esseg.engine.evaluate import evaluate, predict_batch, summary, write_metrics
 from esseg.engine.logging import RunLogger
-from esseg.engine.visual import colorize, denormalize, get_palette, panel
+from esseg.viz.images import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
 from esseg.metrics import SUMMARY_KEYS, frequency_group_metrics, group_keys
 
@@ -161,7 +161,9 @@ def train(cfg: Config) -> dict:
 
     Returns:
         ``{"out_dir", "iterations", "num_classes", "last_checkpoint", "best_checkpoint",
-        "best_mIoU", "metrics" (latest evaluation summary or None), "device", "seconds"}``.
+        "best_mIoU", "metrics" (latest evaluation summary or None), "device", "seconds",
+        "train_seconds" (time in ``train_step`` summed across resumes, also in the checkpoint and
+        every ``metrics.jsonl`` record)}``.
     """
     info, device = init_distributed(cfg.train.device)
     try:
@@ -209,6 +211,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
 
     # ---- resume
     start_iter, best_miou, metrics = 0, None, None
+    train_seconds = 0.0  # time in train_step (data, forward, backward, step), summed across resumes
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
         check_model_matches(ckpt, model.config, resume_path)
@@ -220,6 +223,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         if use_amp and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_iter, best_miou, metrics = ckpt["iteration"], ckpt.get("best_mIoU"), ckpt.get("metrics")
+        train_seconds = float(ckpt.get("train_seconds") or 0.0)
         rng = ckpt.get("rng") or []
         if len(rng) == info.world_size:
             set_rng_state(rng[info.rank])
@@ -247,6 +251,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
             "config": cfg.to_dict(), "model_config": plain(model.config), "class_names": class_names,
             "palette": torch.from_numpy(palette.copy()), "ignore_index": ignore_index,
             "best_mIoU": best_miou, "metrics": metrics, "esseg_version": _version(), "class_frequency": class_frequency,
+            "train_seconds": train_seconds,
         }
 
     # ---- the loop
@@ -257,7 +262,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     try:
         for it in bar:
             try:
+                tick = time.perf_counter()
                 values = train_step(ddp_model, criterion, optimizer, scaler, batches, device, t.accum_steps, use_amp)
+                train_seconds += time.perf_counter() - tick
             except NonFiniteLossError as err:
                 kept = f"last good checkpoint: {last_path} (iteration {last_saved})" if last_saved is not None else "no checkpoint was written yet"
                 raise NonFiniteLossError(f"{err} at iteration {it + 1}; stopped, {kept}; try a lower optim.lr") from None
@@ -266,7 +273,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
             done = it + 1
             bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
             if t.log_every and (done % t.log_every == 0 or done == 1):
-                logger.log_train(done, {**values, **lrs})
+                logger.log_train(done, {**values, **lrs}, train_seconds)
 
             do_eval = (t.eval_every and done % t.eval_every == 0) or done == t.iters
             if do_eval:
@@ -279,7 +286,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
                 panels = []
                 if info.is_main and t.tensorboard and t.num_vis:
                     panels = prediction_panels(model, val_set, t.num_vis, device, ignore_index, palette, use_amp)
-                logger.log_eval(done, cfg.data.val_split, metrics, panels)
+                logger.log_eval(done, cfg.data.val_split, metrics, panels, train_seconds)
                 if info.is_main:
                     shown = [*SUMMARY_KEYS, *group_keys(metrics)]
                     tqdm.write(f"iter {done}: " + "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in shown))
@@ -302,6 +309,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         "out_dir": str(out_dir), "iterations": done, "num_classes": num_classes,
         "last_checkpoint": str(last_path), "best_checkpoint": str(best_path) if best_miou is not None else None,
         "best_mIoU": best_miou, "metrics": metrics, "device": str(device), "seconds": time.time() - start_time,
+        "train_seconds": train_seconds,
     }
 
 

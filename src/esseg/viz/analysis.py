@@ -18,11 +18,11 @@ import torch
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.config import apply_overrides, config_from_dict
 from esseg.engine.evaluate import evaluate, predict_batch
-from esseg.engine.visual import colorize, denormalize, get_palette
 from esseg.errors import CheckpointError, EssegError
 from esseg.viz import figures
 from esseg._io import atomic_write_text
 from esseg.viz.embeddings import class_pixel_counts, embedding_rgb, project, sample_indices, subsample_pixels, top_classes
+from esseg.viz.images import colorize, denormalize, get_palette
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``esseg viz <figure>``, ``esseg export-embeddings`` and ``esseg export``: argument parsing only.
 
-The work is in :mod:`esseg.viz.analysis` (figures from checkpoints) and :mod:`esseg.viz.export`.
+The work is in :mod:`esseg.viz.analysis` (figures from checkpoints) and :mod:`esseg.export`.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def cmd_panels(args) -> int:
 
 def cmd_export_embeddings(args) -> int:
     """``esseg export-embeddings``."""
-    from esseg.viz.export import export_embeddings  # noqa: PLC0415
+    from esseg.export import export_embeddings  # noqa: PLC0415
 
     result = export_embeddings(args.checkpoint, args.out)
     c, d = result["embeddings"].shape
@@ -94,7 +94,7 @@ def cmd_export_embeddings(args) -> int:
 
 def cmd_export(args) -> int:
     """``esseg export``."""
-    from esseg.viz.export import export_model  # noqa: PLC0415
+    from esseg.export import export_model  # noqa: PLC0415
 
     result = export_model(args.checkpoint, args.out, args.format, args.size, args.seed)
     shapes = ", ".join("x".join(map(str, s)) for s in result["checked"])
@@ -199,14 +199,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_export_embeddings)
 
     p = subparsers.add_parser(
-        "export", help="export a checkpoint as a TorchScript/ONNX model that outputs the label map",
+        "export", help="export a checkpoint as a pt2/TorchScript/ONNX model that outputs the label map",
         description="The exported graph maps normalised images (B, 3, H, W) to labels (B, H, W) int64, with the "
                     "nearest-class search (ESS) or argmax (baseline) inside. It is checked against the eager model "
                     "on random images before it is written.",
     )
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a last.pt/best.pt written by esseg train")
-    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
-                   help='torchscript (default) or onnx (needs pip install "esseg[onnx]")')
+    p.add_argument("--format", choices=["torchscript", "onnx", "pt2"], default="torchscript",
+                   help='torchscript (default), onnx (needs pip install "esseg[onnx]") or pt2 (torch.export)')
     p.add_argument("--out", required=True, metavar="FILE", help="output file, e.g. model.pt or model.onnx")
     p.add_argument("--size", type=int, default=64, metavar="S", help="side of the random example image (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check images")

@@ -1,4 +1,9 @@
-"""Export: class embeddings as files, and the model as a TorchScript or ONNX label-map graph.
+"""Export a checkpoint for use without esseg: class embeddings as files, and the model as a
+``torch.export`` (pt2), TorchScript or ONNX graph that outputs the label map.
+
+It lives beside the engine, not in ``esseg.viz`` (figures) nor ``esseg.models`` (which must not
+depend on the engine's checkpoint reader); its readers are the ``esseg export`` and
+``esseg export-embeddings`` commands.
 
 ``export_embeddings`` writes ``class_embeddings.pt`` and ``.npy`` (the (C, d) embeddings the
 model classifies with, i.e. ``model.class_embeddings()``) and ``classes.tsv`` (index, name and
@@ -8,13 +13,15 @@ the length of the raw learned ``class_table`` row).
 itself, so a deployment needs no esseg code: for ESS the nearest-class search
 ``argmin_c ||x - mu_c||^2 = argmax_c (2 x.mu_c - ||mu_c||^2)`` is one matmul against the class
 table baked into the graph as a constant; for the baseline it is ``argmax`` over the logits.
-Before anything is written the exported graph is run on random images and compared with the
+``torch.export`` (``--format pt2``) is the format torch recommends; TorchScript (deprecated
+in torch 2.14) and ONNX stay for older runtimes. Before anything is written the exported graph is run on random images and compared with the
 eager model's ``predict``; a disagreement (other than an exact-tie flip) is an error.
 All files are written atomically (a temporary file in the target folder, then ``os.replace``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -23,13 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esseg._io import atomic_write as _atomic
+from esseg._io import atomic_write_text
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.evaluate import predict_batch
 from esseg.errors import CheckpointError, EssegError
-from esseg._io import atomic_write as _atomic
-from esseg._io import atomic_write_text
 
-FORMATS = ("torchscript", "onnx")
+try:  # torch.export's "size-oblivious" shapes (torch >= 2.6; a private switch, hence guarded)
+    from torch.fx.experimental import _config as fx_config
+except ImportError:  # pragma: no cover - older torch
+    fx_config = None
+
+FORMATS = ("torchscript", "onnx", "pt2")
 MULTIPLE = 32  # the encoders need H and W divisible by this; the graph pads like predict_batch
 TIE_TOLERANCE = 1e-4  # relative score gap under which a differing label counts as a tie
 
@@ -86,8 +98,8 @@ class LabelMapModel(nn.Module):
       ``class_embeddings`` buffer (C, d), a constant in the exported graph;
     - baseline: ``argmax_c`` of the logits.
 
-    Equals ``model.predict`` (up to exact ties) and holds only plain tensor ops, so it traces to
-    TorchScript and ONNX with dynamic batch, height and width.
+    Equals ``model.predict`` (up to exact ties) and holds only plain tensor ops, so it exports
+    (``torch.export``) and traces (TorchScript, ONNX) with dynamic batch, height and width.
     """
 
     def __init__(self, model: nn.Module):
@@ -158,6 +170,23 @@ def _trace(wrapper: nn.Module, example: torch.Tensor):
         return torch.jit.trace(wrapper, example, check_trace=False)
 
 
+def _torch_export(wrapper: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export.export`` with dynamic batch, height and width.
+
+    Sizes are exported "size-oblivious": without it, torch specialises a dimension whose example
+    is 1 (batch 1 would be the only batch) and the padding to a multiple of 32 (an image that
+    needs none would fail the graph's guards). The example should need padding and have batch > 1.
+    """
+    auto = torch.export.Dim.AUTO
+    try:
+        oblivious = hasattr(fx_config, "backed_size_oblivious")
+        with fx_config.patch(backed_size_oblivious=True) if oblivious else contextlib.nullcontext(), torch.no_grad():
+            return torch.export.export(wrapper, (example,), dynamic_shapes={"images": {0: auto, 2: auto, 3: auto}})
+    except Exception as err:  # noqa: BLE001 - report any exporter failure as one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EssegError(f"torch.export failed: {first}; try --format torchscript") from None
+
+
 def _onnx_modules():
     try:
         import onnx  # noqa: F401, PLC0415
@@ -169,7 +198,7 @@ def _onnx_modules():
 
 
 def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscript", size: int = 64, seed: int = 0) -> dict:
-    """Export a checkpoint as a TorchScript or ONNX graph: images (B, 3, H, W) float -> labels (B, H, W) int64.
+    """Export a checkpoint as a pt2, TorchScript or ONNX graph: images (B, 3, H, W) float -> labels (B, H, W) int64.
 
     The graph (:class:`LabelMapModel`) takes images normalised like the training data
     (ImageNet mean/std) of any batch size and height/width (padded internally to a multiple of
@@ -177,8 +206,10 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscrip
     images (see :func:`random_images`) and checked against the eager model's prediction.
 
     Args:
-        fmt: ``"torchscript"`` (``torch.jit.load(out)``) or ``"onnx"`` (needs ``onnx`` and
-            ``onnxruntime``: ``pip install "esseg[onnx]"``; input ``images``, output ``labels``).
+        fmt: ``"pt2"`` (``torch.export.export`` + ``torch.export.save``; load with
+            ``torch.export.load(out).module()``), ``"torchscript"`` (``torch.jit.load(out)``) or
+            ``"onnx"`` (needs ``onnx`` and ``onnxruntime``: ``pip install "esseg[onnx]"``;
+            input ``images``, output ``labels``).
         size: side of the square example image used for tracing and checking.
 
     Returns:
@@ -196,7 +227,10 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscrip
     expected = [predict_batch(model, x) for x in images]
 
     def write(tmp: Path) -> None:
-        if fmt == "torchscript":
+        if fmt == "pt2":
+            torch.export.save(_torch_export(wrapper, images[1]), str(tmp))
+            run = torch.export.load(str(tmp)).module()
+        elif fmt == "torchscript":
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated.*")
                 torch.jit.save(_trace(wrapper, images[0]), str(tmp))
@@ -208,7 +242,13 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscrip
             run = lambda x: torch.from_numpy(session.run(["labels"], {"images": x.numpy()})[0])  # noqa: E731
         with torch.no_grad():
             for x, want in zip(images, expected):
-                check_label_maps(model, x, want, run(x), f"the exported {fmt} model")
+                try:
+                    got = run(x)
+                except Exception as err:  # noqa: BLE001 - e.g. a shape guard of the exported graph
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    raise EssegError(f"the exported {fmt} model failed on a random {tuple(x.shape)} image "
+                                     f"({first}); nothing written") from None
+                check_label_maps(model, x, want, got, f"the exported {fmt} model")
 
     path = _atomic(Path(out), write)
     return {"path": path, "format": fmt, "checked": [tuple(x.shape) for x in images],

@@ -1,4 +1,7 @@
-"""Small image helpers for predictions: palettes, colourised masks, overlays and panels (uint8 HWC)."""
+"""Small image helpers for predictions: palettes, colourised masks, overlays and panels (uint8 HWC).
+
+Used by the engine (prediction PNGs, TensorBoard panels, the demo report) and the figures; they
+live with visualisation, and import nothing from the engine."""
 
 from __future__ import annotations
 
