@@ -14,7 +14,7 @@ from esseg.data.folder import FolderDataset, read_class_file
 from esseg.data.frequency import class_image_counts, read_class_frequency
 from esseg.data.inspect import inspect_dataset
 from esseg.data.transforms import build_transforms
-from esseg.engine.visual import colorize
+from esseg.viz.images import colorize
 from esseg.errors import DatasetError
 
 
