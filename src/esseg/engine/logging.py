@@ -2,16 +2,18 @@
 
 Each line of ``metrics.jsonl`` is one record, ``{"kind": "train", "iter": ..., "loss": ...,
 "ce": ..., "lr/<group>": ...}`` or ``{"kind": "eval", "iter": ..., "split": "val", "PAcc": ...,
-"mAcc": ..., "mIoU": ..., "fIoU": ...}``. On other ranks every method is a no-op.
+"mAcc": ..., "mIoU": ..., "fIoU": ...}``, in standard JSON: a non-finite value (an infinite
+loss) is written as ``null``, never as ``NaN``/``Infinity``. On other ranks every method is a no-op.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from esseg._io import json_dumps
 
 
 class RunLogger:
@@ -39,7 +41,7 @@ class RunLogger:
 
     def _write(self, record: dict) -> None:
         record = {**record, "time": round(time.time(), 3)}
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(json_dumps(record) + "\n")
         self._file.flush()
 
     def log_train(self, iteration: int, values: dict[str, float]) -> None:
