@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from esseg._io import atomic_write_text, json_dumps
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.config import apply_overrides, config_from_dict
 from esseg.engine.data import build_split, eval_loader
@@ -65,6 +66,10 @@ def evaluate(
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+        if isinstance(images, list):  # a batch of mixed sizes (engine.data.eval_collate): one by one
+            for image, label in zip(images, labels):
+                cm.update(predict_batch(model, image[None].to(device), amp=amp), label[None].to(device))
+            continue
         pred = predict_batch(model, images.to(device, non_blocking=True), amp=amp)
         cm.update(pred, labels.to(device, non_blocking=True))
     cm.all_reduce()
@@ -81,20 +86,21 @@ def summary(metrics: dict) -> dict:
 
 
 def write_metrics(metrics: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:
-    """All metrics as JSON, and (optionally) a per-class CSV: class_id, class_name, IoU, Acc, pixel counts."""
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(metrics, indent=1) + "\n")
+    """All metrics as JSON, and (optionally) a per-class CSV: class_id, class_name, IoU, Acc, pixel counts.
+
+    Both are written atomically (never half-written, e.g. on a full disk) and the JSON is standard
+    (non-finite values as ``null``).
+    """
+    atomic_write_text(json_path, json_dumps(metrics, indent=1) + "\n")
     if csv_path is None:
         return
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class_id", "class_name", "IoU", "Acc", "gt_pixels", "pred_pixels"])
-        rows = zip(metrics["class_names"], metrics["IoU"], metrics["Acc"], metrics["gt_pixels"], metrics["pred_pixels"])
-        for c, (name, iou, acc, gt, pred) in enumerate(rows):
-            writer.writerow([c, name, "" if iou is None else f"{iou:.6f}", "" if acc is None else f"{acc:.6f}", gt, pred])
+    f = io.StringIO(newline="")
+    writer = csv.writer(f)
+    writer.writerow(["class_id", "class_name", "IoU", "Acc", "gt_pixels", "pred_pixels"])
+    rows = zip(metrics["class_names"], metrics["IoU"], metrics["Acc"], metrics["gt_pixels"], metrics["pred_pixels"])
+    for c, (name, iou, acc, gt, pred) in enumerate(rows):
+        writer.writerow([c, name, "" if iou is None else f"{iou:.6f}", "" if acc is None else f"{acc:.6f}", gt, pred])
+    atomic_write_text(csv_path, f.getvalue())
 
 
 def evaluate_checkpoint(
