@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from esseg._io import check_output_file
+from esseg.cli import positive_int
 from esseg.engine.config import Config, load_config, valid_keys
 
 # train/demo flags and the config keys they set (they win over --config and --set)
@@ -85,12 +87,15 @@ def cmd_eval(args) -> int:
     from esseg.engine.evaluate import evaluate_checkpoint, write_metrics
 
     updates = {"data.root": args.data_root, "data.dataset": args.dataset}
-    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size)
-    if not _is_rank0():
-        return 0
     ckpt = Path(args.checkpoint)
     json_path = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}_eval_{args.split}.json")
     csv_path = Path(args.csv) if args.csv else json_path.with_name(json_path.stem + "_per_class.csv")
+    if _is_rank0():  # before the evaluation, not after it
+        check_output_file(json_path, "--json file")
+        check_output_file(csv_path, "--csv file")
+    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size)
+    if not _is_rank0():
+        return 0
     write_metrics(metrics, json_path, csv_path)
     _print_metrics(metrics)
     print(f"{metrics['num_valid_classes']} classes present; metrics: {json_path}; per-class IoU: {csv_path}")
@@ -162,7 +167,7 @@ def register(subparsers) -> None:
                    help="override data.* keys of the checkpoint's config, e.g. data.val_mode=crop_val")
     p.add_argument("--json", metavar="FILE", help="metrics JSON (default <checkpoint>_eval_<split>.json)")
     p.add_argument("--csv", metavar="FILE", help="per-class CSV (default <json stem>_per_class.csv)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="evaluation batch size (default train.eval_batch_size)")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", help="evaluation batch size (default train.eval_batch_size)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.set_defaults(func=cmd_eval)
 
