@@ -291,3 +291,17 @@ def test_worker_dataset_error_is_the_original_line():
     with pytest.raises(DatasetError) as info:
         list(loader)
     assert str(info.value) == "labels must be in [0, 3); found 9 in sample_1.png"
+
+
+def test_train_on_a_full_disk_is_one_line_and_leaves_no_temp(tmp_path, capsys, monkeypatch):
+    import esseg.engine.checkpoint as checkpoint_module
+
+    def full_disk(state, path):  # what torch.save's zip writer raises when a write fails
+        pathlib.Path(path).write_bytes(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    out = tmp_path / "run"
+    line = run_error(capsys, ["train", *tiny_args(out, "--iters", "1")])
+    assert line.startswith(f"esseg: error: writing failed (is the disk full or a file size limit set?): {out / 'best.pt'};")
+    assert not list(out.glob(".*.tmp")) and not (out / "best.pt").exists()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from esseg._io import check_output_file
-from esseg.cli import positive_int
+from esseg.cli import fraction, positive_int
 from esseg.engine.config import Config, load_config, valid_keys
 
 # train/demo flags and the config keys they set (they win over --config and --set)
@@ -57,6 +57,14 @@ def _config_from_args(args, config_path=None) -> Config:
     return load_config(args.config or config_path, args.overrides, updates)
 
 
+def _add_tile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=positive_int, metavar="S",
+                   help="sliding-window prediction with S x S crops (e.g. 512; bounds memory on large images); "
+                        "each pixel takes the class from the crop whose centre is nearest (default: whole images)")
+    p.add_argument("--overlap", type=fraction, default=0.25, metavar="F",
+                   help="overlap of neighbouring crops as a fraction of --tile, in [0, 1) (default 0.25)")
+
+
 def _print_metrics(metrics: dict) -> None:
     from esseg.metrics import format_table
 
@@ -93,7 +101,8 @@ def cmd_eval(args) -> int:
     if _is_rank0():  # before the evaluation, not after it
         check_output_file(json_path, "--json file")
         check_output_file(csv_path, "--csv file")
-    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size)
+    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size,
+                                  tile=args.tile, overlap=args.overlap)
     if not _is_rank0():
         return 0
     write_metrics(metrics, json_path, csv_path)
@@ -114,7 +123,7 @@ def cmd_predict(args) -> int:
     from esseg.engine.distributed import resolve_device
     from esseg.engine.predict import predict_files
 
-    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"))
+    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"), args.tile, args.overlap)
     print(f"wrote {len(written) // 3} predictions (label, color, overlay PNGs) to {args.out}")
     return 0
 
@@ -169,6 +178,7 @@ def register(subparsers) -> None:
     p.add_argument("--csv", metavar="FILE", help="per-class CSV (default <json stem>_per_class.csv)")
     p.add_argument("--batch-size", type=positive_int, metavar="B", help="evaluation batch size (default train.eval_batch_size)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    _add_tile_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser(
@@ -180,6 +190,7 @@ def register(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    _add_tile_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser(

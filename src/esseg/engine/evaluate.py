@@ -40,6 +40,55 @@ def predict_batch(model: torch.nn.Module, images: torch.Tensor, amp: bool = Fals
     return pred[..., :h, :w]
 
 
+def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
+    """Crop offsets along one axis: every ``stride`` pixels, the last crop flush with the border."""
+    if size <= tile:
+        return [0]
+    return [*range(0, size - tile, stride), size - tile]
+
+
+@torch.no_grad()
+def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overlap: float = 0.25, amp: bool = False,
+                  multiple: int = 32) -> torch.Tensor:
+    """Sliding-window prediction: ``(B, 3, H, W)`` images -> ``(B, H, W)`` int64, one crop at a time.
+
+    Crops of ``tile x tile`` pixels (smaller at an image smaller than the tile) start every
+    ``stride = tile - round(overlap * tile)`` pixels, the last one flush with the border; each is
+    predicted by :func:`predict_batch`. A pixel covered by several crops takes the class from
+    the crop whose centre is nearest (squared Euclidean distance; the first crop in row-major
+    order on ties), i.e. the prediction made with the most context around it. Works for ESS and
+    baseline models alike, since it only needs ``model.predict``. Memory is that of one crop;
+    with ``tile >= H`` and ``tile >= W`` this is :func:`predict_batch` on the whole image.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    h, w = images.shape[-2:]
+    if tile >= h and tile >= w:
+        return predict_batch(model, images, amp=amp, multiple=multiple)
+    stride = max(1, tile - round(overlap * tile))
+    dev = images.device
+    out = torch.zeros((images.shape[0], h, w), dtype=torch.long, device=dev)
+    best = torch.full((h, w), float("inf"), device=dev)
+    ys, xs = torch.arange(h, device=dev).view(-1, 1).float(), torch.arange(w, device=dev).view(1, -1).float()
+    for y0 in _tile_starts(h, tile, stride):
+        for x0 in _tile_starts(w, tile, stride):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            pred = predict_batch(model, images[..., y0:y1, x0:x1], amp=amp, multiple=multiple)
+            dist = (ys[y0:y1] - (y0 + y1 - 1) / 2) ** 2 + (xs[:, x0:x1] - (x0 + x1 - 1) / 2) ** 2
+            take = dist < best[y0:y1, x0:x1]
+            best[y0:y1, x0:x1] = torch.where(take, dist, best[y0:y1, x0:x1])
+            out[:, y0:y1, x0:x1] = torch.where(take, pred, out[:, y0:y1, x0:x1])
+    return out
+
+
+def predict_images(model: torch.nn.Module, images: torch.Tensor, amp: bool = False, tile: int | None = None,
+                   overlap: float = 0.25) -> torch.Tensor:
+    """:func:`predict_tiled` when ``tile`` is given, else :func:`predict_batch` on the whole images."""
+    if tile:
+        return predict_tiled(model, images, tile, overlap, amp=amp)
+    return predict_batch(model, images, amp=amp)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -51,6 +100,8 @@ def evaluate(
     amp: bool = False,
     progress: bool = False,
     class_groups: dict | None = None,
+    tile: int | None = None,
+    overlap: float = 0.25,
 ) -> dict:
     """Single-scale evaluation of ``model`` on ``loader`` -> :func:`esseg.metrics.compute_metrics`.
 
@@ -59,6 +110,7 @@ def evaluate(
     rank returns the same numbers, equal to a single-process run. The model's train/eval mode
     is restored afterwards. ``class_groups`` (``{name: class indices}``, e.g. a dataset's
     ``class_groups``) adds ``<name>_mIoU`` and ``<name>_Acc`` (:func:`esseg.metrics.group_metrics`).
+    ``tile``/``overlap``: sliding-window prediction for large images (:func:`predict_tiled`).
     """
     device = torch.device(device)
     model = unwrap(model)
@@ -68,9 +120,9 @@ def evaluate(
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
         if isinstance(images, list):  # a batch of mixed sizes (engine.data.eval_collate): one by one
             for image, label in zip(images, labels):
-                cm.update(predict_batch(model, image[None].to(device), amp=amp), label[None].to(device))
+                cm.update(predict_images(model, image[None].to(device), amp, tile, overlap), label[None].to(device))
             continue
-        pred = predict_batch(model, images.to(device, non_blocking=True), amp=amp)
+        pred = predict_images(model, images.to(device, non_blocking=True), amp, tile, overlap)
         cm.update(pred, labels.to(device, non_blocking=True))
     cm.all_reduce()
     model.train(was_training)
@@ -111,12 +163,15 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int | None = None,
     progress: bool = True,
+    tile: int | None = None,
+    overlap: float = 0.25,
 ) -> dict:
     """Evaluate a training checkpoint on ``split`` of the dataset it was trained on.
 
     The dataset comes from the checkpoint's config, changed by ``overrides``
     (``"data.root=/data/cityscapes"``) and ``updates`` (``{"data.root": ...}``). Under torchrun
     the work is sharded over the processes and every rank returns the same metrics.
+    ``tile``/``overlap``: sliding-window prediction (:func:`predict_tiled`).
     """
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(apply_overrides(ckpt["config"], overrides, updates))
@@ -133,9 +188,10 @@ def evaluate_checkpoint(
                              cfg.data.num_workers, pin_memory=dev.type == "cuda")
         names = [str(c) for c in dataset.classes]
         return evaluate(model, loader, dataset.num_classes, dataset.ignore_index, dev, names,
-                        progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None))
+                        progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None),
+                        tile=tile, overlap=overlap)
     finally:
         cleanup_distributed()
 
 
-__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "summary", "unwrap", "write_metrics"]
+__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "predict_images", "predict_tiled", "summary", "unwrap", "write_metrics"]
