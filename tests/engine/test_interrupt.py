@@ -40,15 +40,19 @@ def _wait_for_training(proc, metrics, timeout=120.0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_saves_last_checkpoint_and_resume_continues(tmp_path, capsys, signum, status):
+@pytest.mark.parametrize("signum, status, workers", [(signal.SIGTERM, 143, 0), (signal.SIGINT, 130, 1)])
+def test_signal_saves_last_checkpoint_and_resume_continues(tmp_path, capsys, signum, status, workers):
+    """SIGTERM to the process; SIGINT to its whole process group, data workers included (a Ctrl-C)."""
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "esseg", "train", *tiny_args(out, "--iters", "1000")]
+    argv = [sys.executable, "-m", "esseg", "train", *tiny_args(out, "--iters", "1000", "--set", f"data.num_workers={workers}")]
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         _wait_for_training(proc, out / "metrics.jsonl")
-        proc.send_signal(signum)
+        if workers:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
