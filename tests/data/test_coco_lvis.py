@@ -165,3 +165,24 @@ def test_inspect_lists_corrupt_files_and_goes_on(tmp_path, capsys):
     assert report["pixels"] == MASK.size  # the valid sample was counted
     assert main(argv) == 2
     assert "invalid samples (1):" in capsys.readouterr().out  # labels only: the corrupt image is not read
+
+
+def test_inspect_json_output_checked_first_and_written_atomically(tmp_path, capsys, monkeypatch):
+    import errno
+    import pathlib
+
+    from cli_checks import run_error
+
+    write_split(tmp_path / "data/val", tmp_path / "coco")
+    argv = ["data", "inspect", "--dataset", "coco_lvis", "--root", str(tmp_path / "data"), "--split", "val"]
+    assert f"--json file {tmp_path} is a folder; give a file path" in run_error(capsys, [*argv, "--json", str(tmp_path)])
+    report = tmp_path / "out/report.json"
+
+    def full(self, data, *args, **kwargs):
+        pathlib.Path.write_bytes(self, data.encode()[:5])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    line = run_error(capsys, [*argv, "--json", str(report)])
+    assert line == f"esseg: error: No space left on device: {report}; free some disk space or write elsewhere"
+    assert list(report.parent.iterdir()) == []  # no 0-byte or partial JSON
