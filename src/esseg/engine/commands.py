@@ -45,11 +45,11 @@ def _add_config_args(p: argparse.ArgumentParser, config_help: str) -> None:
     p.add_argument("--encoder", help="model.encoder (e.g. mobilenet_v2, resnet50)")
     p.add_argument("--batch-size", type=int, metavar="B", help="train.batch_size (per process)")
     p.add_argument("--crop-size", type=int, metavar="S", help="data.crop_size (square S x S training crops)")
-    p.add_argument("--resume", metavar="PATH|auto", help="train.resume: a checkpoint, or auto for <out>/last.pt if present "
-                                                         "(a larger --iters than the checkpoint's run trains on, decaying the lr to the new total)")
+    p.add_argument("--resume", metavar="PATH|auto", help="train.resume: a checkpoint, or auto for <out>/last.pt if present; "
+                                                         "with a larger --iters the run is extended and the lr decays to the new total")
     p.add_argument("--overwrite", action="store_true", default=None,
-                   help="train.overwrite: --out holds another run; delete its last.pt, best.pt, metrics.jsonl, eval_* and "
-                        "TensorBoard files and start over (without it, or --resume, such a folder is refused)")
+                   help="train.overwrite: if --out holds another run, delete its last.pt, best.pt, metrics.jsonl, eval_* and "
+                        "TensorBoard files and start over (otherwise such a folder is refused unless --resume)")
 
 
 def _config_from_args(args, config_path=None) -> Config:
