@@ -9,8 +9,9 @@ not depend on which worker loads it or where the run was resumed. A run resumed 
 
 With ``num_workers > 0`` a dataset error raised in a worker reaches the caller as the same
 one-line :class:`~esseg.errors.EssegError`, without the worker traceback torch adds to it, and
-the workers ignore SIGINT/SIGTERM (a Ctrl-C reaches the whole process group): the main process
-decides when to stop and saves first (see ``engine.train``); workers exit when it does.
+the workers ignore SIGINT (a Ctrl-C reaches the whole process group): the main process decides
+when to stop and saves first (see ``engine.train``); workers exit when it does. They keep the
+default SIGTERM, with which the main process (and multiprocessing at exit) stops them.
 Evaluation batches may mix image sizes: such a batch comes as lists and is predicted image by image.
 """
 
@@ -151,17 +152,16 @@ def _worker_message(message: str, exc_type: type) -> str:
     return message
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
+def _ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class EssegLoader(DataLoader):
     """A DataLoader whose worker processes raise esseg's errors as one line, like the main process,
-    and leave SIGINT/SIGTERM to the main process."""
+    and leave a Ctrl-C (SIGINT) to the main process."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("worker_init_fn", _ignore_stop_signals)
+        kwargs.setdefault("worker_init_fn", _ignore_sigint)
         super().__init__(*args, **kwargs)
 
     def __iter__(self):
