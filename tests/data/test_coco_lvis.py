@@ -148,3 +148,42 @@ def test_reads_builder_output(tmp_path):
     expected = np.full((5, 6), 300)  # stuff 'branch' everywhere -> value 301 -> train id 300
     expected[1:4, 2:5] = 299  # LVIS 300 -> train id 299
     np.testing.assert_array_equal(label, expected)
+
+
+def test_inspect_lists_corrupt_files_and_goes_on(tmp_path, capsys):
+    from esseg.cli import main
+
+    write_split(tmp_path / "data/val", tmp_path / "coco", masks=(MASK, MASK, MASK))
+    (tmp_path / "data/val/masks/000000000002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "coco/train2017/000000000003.jpg").write_bytes(b"not a jpeg")
+    argv = ["data", "inspect", "--dataset", "coco_lvis", "--root", str(tmp_path / "data"), "--split", "val"]
+    assert main([*argv, "--json", "-", "--check-images"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_samples"] == 3 and [item["sample"] for item in report["invalid"]] == ["000000000002", "000000000003"]
+    reasons = [item["reason"] for item in report["invalid"]]
+    assert reasons[0].startswith(f"cannot read mask {tmp_path / 'data/val/masks/000000000002.png'} (")
+    assert reasons[1].startswith(f"cannot read image {tmp_path / 'coco/train2017/000000000003.jpg'} (")
+    assert report["pixels"] == MASK.size  # the valid sample was counted
+    assert main(argv) == 2
+    assert "invalid samples (1):" in capsys.readouterr().out  # labels only: the corrupt image is not read
+
+
+def test_inspect_json_output_checked_first_and_written_atomically(tmp_path, capsys, monkeypatch):
+    import errno
+    import pathlib
+
+    from cli_checks import run_error
+
+    write_split(tmp_path / "data/val", tmp_path / "coco")
+    argv = ["data", "inspect", "--dataset", "coco_lvis", "--root", str(tmp_path / "data"), "--split", "val"]
+    assert f"--json file {tmp_path} is a folder; give a file path" in run_error(capsys, [*argv, "--json", str(tmp_path)])
+    report = tmp_path / "out/report.json"
+
+    def full(self, data, *args, **kwargs):
+        pathlib.Path.write_bytes(self, data.encode()[:5])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    line = run_error(capsys, [*argv, "--json", str(report)])
+    assert line == f"esseg: error: No space left on device: {report}; free some disk space or write elsewhere"
+    assert list(report.parent.iterdir()) == []  # no 0-byte or partial JSON

@@ -254,6 +254,41 @@ def test_workers_give_identical_output(tmp_path):
         np.testing.assert_array_equal(read_mask(tmp_path / "a/masks" / name), read_mask(tmp_path / "b/masks" / name))
 
 
+def _set(records, index, **values):
+    records[index] = {k: v for k, v in {**records[index], **values}.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def _broken(lvis_part=None, stuff_part=None):
+    def apply(lvis, stuff):
+        if lvis_part:
+            lvis_part(lvis)
+        if stuff_part:
+            stuff_part(stuff)
+        return lvis, stuff
+    return apply
+
+
+def _shorten_counts(lvis):
+    lvis["annotations"][2]["segmentation"]["counts"][-1] -= 1
+
+
+BROKEN_RECORDS = {  # one malformed record each, in the JSON named by the expected message
+    "string_image_id": _broken(lambda d: _set(d["images"], 0, id="1")),
+    "image_without_height": _broken(lambda d: _set(d["images"], 1, height=_DROP)),
+    "string_category_id": _broken(lambda d: _set(d["annotations"], 1, category_id="7")),
+    "annotation_without_id": _broken(stuff_part=lambda d: _set(d["annotations"], 0, id=_DROP)),
+    "no_segmentation": _broken(lambda d: _set(d["annotations"], 0, segmentation=_DROP)),
+    "odd_polygon": _broken(lambda d: _set(d["annotations"], 0, segmentation=[[0, 0, 6, 0, 6]])),
+    "text_polygon": _broken(lambda d: _set(d["annotations"], 0, segmentation=["0 0 6 0 6 4"])),
+    "rle_counts_sum": _broken(_shorten_counts),
+    "rle_without_size": _broken(stuff_part=lambda d: _set(d["annotations"], 1, segmentation={"counts": "abc"})),
+    "segmentation_number": _broken(lambda d: _set(d["annotations"], 1, segmentation=5)),
+}
+
+
 def _write(path, data):
     path.write_text(data if isinstance(data, str) else json.dumps(data))
     return path
@@ -271,6 +306,16 @@ def _write(path, data):
         ("unknown_stuff_category", "stuff.json: annotation 100 has category_id 5"),
         ("rle_size_mismatch", "annotation 2 of image 1 is 4x4 but the image is 8x10"),
         ("other_label_space_in_out", "classes.tsv holds another label space"),
+        ("string_image_id", "lvis.json: image '1' needs integer 'id', 'height' and 'width'"),
+        ("image_without_height", "lvis.json: image 2 needs integer 'id', 'height' and 'width'"),
+        ("string_category_id", "lvis.json: annotation 2 needs integer 'id', 'image_id' and 'category_id'"),
+        ("annotation_without_id", "stuff.json: annotation None needs integer 'id'"),
+        ("no_segmentation", "lvis.json: annotation 1 has no 'segmentation'"),
+        ("odd_polygon", "lvis.json: annotation 1 has a polygon that is not a list of x, y numbers of even length"),
+        ("text_polygon", "lvis.json: annotation 1 has a polygon that is not a list"),
+        ("rle_counts_sum", "lvis.json: annotation 3 has RLE 'counts' covering 79 pixels, not 8 x 10"),
+        ("rle_without_size", "stuff.json: annotation 101 has an RLE 'size' that is not \\[height, width\\]"),
+        ("segmentation_number", "lvis.json: annotation 2 has a 'segmentation' that is neither polygons"),
     ],
 )
 def test_bad_input_raises_one_line_dataset_error(tmp_path, case, match):
@@ -296,6 +341,10 @@ def test_bad_input_raises_one_line_dataset_error(tmp_path, case, match):
     elif case == "rle_size_mismatch":
         lvis_data["annotations"][1]["segmentation"] = rle(box(0, 2, 0, 2, 4, 4))
         _write(lvis, lvis_data)
+    elif case in BROKEN_RECORDS:
+        lvis_data, stuff_data = BROKEN_RECORDS[case](lvis_data, stuff_data)
+        _write(lvis, lvis_data)
+        _write(stuff, stuff_data)
     elif case == "other_label_space_in_out":
         (tmp_path / "out").mkdir()
         (tmp_path / "out/classes.tsv").write_text("value\tname\tsource\tsource_id\n1\tx\tlvis\t1\n")
@@ -348,3 +397,15 @@ def test_real_sample_jsons(tmp_path):
             other_pixels += (raw == 183).sum()
             new_stuff_pixels += (mask > 1230).sum()  # v0.5 has 1230 LVIS classes
     assert other_pixels > 0 and new_stuff_pixels > 0
+
+
+def test_cli_bad_record_is_one_line(tmp_path, capsys):
+    from cli_checks import run_error
+
+    lvis, stuff, _ = write_inputs(tmp_path)
+    data = json.loads(lvis.read_text())
+    data["annotations"][1]["id"] = "2"
+    _write(lvis, data)
+    line = run_error(capsys, ["build-coco-lvis", "--lvis-json", str(lvis), "--coco-stuff-json", str(stuff), "--out", str(tmp_path / "out")])
+    assert line == f"esseg: error: {lvis}: annotation '2' needs integer 'id', 'image_id' and 'category_id'; check that the JSON is an unmodified release"
+    assert not (tmp_path / "out").exists()

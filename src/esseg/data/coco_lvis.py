@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from esseg.data._files import pass_root
+from esseg.data._files import pass_root, read_image, unreadable
 from esseg.data.base import SegmentationDataset, bit_palette, default_ignore_index
 from esseg.errors import DatasetError
 
@@ -87,7 +87,7 @@ class COCOLVIS(SegmentationDataset):
         image_path = self.coco_root / image_rel
         if not image_path.is_file():
             raise DatasetError(f"{image_path} not found: coco_root must hold the COCO 2017 images ({image_rel})")
-        image = Image.open(image_path).convert("RGB")
+        image = read_image(image_path)  # a corrupt or oversized file -> DatasetError naming it
         if image.size != (width, height):
             raise DatasetError(
                 f"{image_path} is {image.size[0]}x{image.size[1]}, index.tsv says {width}x{height}: check coco_root"
@@ -100,7 +100,11 @@ class COCOLVIS(SegmentationDataset):
         mask_path = self.split_dir / mask_rel
         if not mask_path.is_file():
             raise DatasetError(f"{mask_path} not found: rerun `esseg build-coco-lvis` with --out {self.split_dir}")
-        mask = np.asarray(Image.open(mask_path), dtype=np.int64)
+        try:
+            with Image.open(mask_path) as im:
+                mask = np.asarray(im, dtype=np.int64)
+        except Exception as err:  # truncated PNG, not an image, decompression bomb, ...
+            raise unreadable("mask", mask_path, err) from None
         if mask.shape != (height, width):
             raise DatasetError(f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}, index.tsv says {width}x{height}: rebuild it")
         if mask.size and mask.max() > self.num_classes:

@@ -26,6 +26,9 @@ Output directory (one per LVIS split, see ``docs/datasets_coco_lvis.md``)::
 
 Masks are written to ``<name>.tmp`` in the same folder and ``os.replace``d, so a rerun skips
 finished masks and never sees a partial one.
+
+Malformed JSON records (missing keys, string ids, polygons or RLE of the wrong shape) are refused
+before any mask is painted, with one line naming the JSON and the record's id.
 """
 
 from __future__ import annotations
@@ -114,16 +117,22 @@ def _decode(ann: dict, height: int, width: int) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     seg = ann["segmentation"]
-    if isinstance(seg, list):  # polygons; fewer than 3 points would be read as a box or fail
-        polygons = [p for p in seg if len(p) >= 6]
-        if not polygons:
-            return np.zeros((height, width), dtype=bool)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(seg.get("counts"), list):  # uncompressed RLE
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:  # compressed RLE
-        rle = seg
-    m = mask_utils.decode(rle)
+    try:
+        if isinstance(seg, list):  # polygons; fewer than 3 points would be read as a box or fail
+            polygons = [p for p in seg if len(p) >= 6]
+            if not polygons:
+                return np.zeros((height, width), dtype=bool)
+            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+        elif isinstance(seg.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(seg, height, width)
+        else:  # compressed RLE
+            rle = seg
+        m = mask_utils.decode(rle)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        raise DatasetError(
+            f"annotation {ann.get('id')} of image {ann.get('image_id')}: cannot decode its segmentation ({err}); "
+            "check that the JSON is an unmodified LVIS / COCO-Stuff release"
+        ) from None
     if m.shape != (height, width):
         raise DatasetError(
             f"annotation {ann.get('id')} of image {ann.get('image_id')} is {m.shape[0]}x{m.shape[1]} "
@@ -223,14 +232,67 @@ def _check_stuff_categories(path, categories: list[dict]) -> None:
         )
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _segmentation_problem(seg) -> str | None:
+    """Why ``seg`` is not polygons or RLE, or ``None`` if it is."""
+    if isinstance(seg, list):
+        for poly in seg:
+            if not isinstance(poly, list) or len(poly) % 2 or not all(_is_number(v) for v in poly):
+                return "has a polygon that is not a list of x, y numbers of even length"
+        return None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
+            return "has an RLE 'size' that is not [height, width]"
+        if isinstance(counts, str):
+            return None
+        if isinstance(counts, list) and all(_is_int(v) and v >= 0 for v in counts):
+            if sum(counts) != size[0] * size[1]:
+                return f"has RLE 'counts' covering {sum(counts)} pixels, not {size[0]} x {size[1]}"
+            return None
+        return "has RLE 'counts' that are neither a string nor a list of non-negative integers"
+    return "has a 'segmentation' that is neither polygons (lists of x, y numbers) nor RLE {'size', 'counts'}"
+
+
+def _check_records(path, data: dict, what: str) -> None:
+    """Fields of the categories and images that the builder reads: one line naming a bad record."""
+    for cat in data["categories"]:
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
+            ident = cat.get("id") if isinstance(cat, dict) else cat
+            raise DatasetError(f"{path}: category {ident!r} needs an integer 'id' and a string 'name'; is this a {what} JSON?")
+    for im in data["images"]:
+        if not isinstance(im, dict) or not all(_is_int(im.get(k)) and im.get(k) >= 0 for k in ("id", "height", "width")):
+            ident = im.get("id") if isinstance(im, dict) else im
+            raise DatasetError(f"{path}: image {ident!r} needs integer 'id', 'height' and 'width'; is this a {what} JSON?")
+
+
+def _annotation_problem(ann, image_ids: set, category_ids: set) -> str | None:
+    if not all(_is_int(ann.get(k)) for k in ("id", "image_id", "category_id")):
+        return "needs integer 'id', 'image_id' and 'category_id'"
+    if ann["image_id"] not in image_ids:
+        return None  # another split's image: not painted, not checked further
+    if ann["category_id"] not in category_ids:
+        return f"has category_id {ann['category_id']} not in its categories list"
+    if "segmentation" not in ann:
+        return "has no 'segmentation'"
+    return _segmentation_problem(ann["segmentation"])
+
+
 def _group(annotations: list[dict], image_ids: set, category_ids: set, path) -> dict[int, list]:
     by_image = defaultdict(list)
     for ann in annotations:
+        problem = _annotation_problem(ann, image_ids, category_ids) if isinstance(ann, dict) else "is not an object"
+        if problem:
+            ident = ann.get("id") if isinstance(ann, dict) else ann
+            raise DatasetError(f"{path}: annotation {ident!r} {problem}; check that the JSON is an unmodified release")
         if ann["image_id"] in image_ids:
-            if ann["category_id"] not in category_ids:
-                raise DatasetError(
-                    f"{path}: annotation {ann.get('id')} has category_id {ann['category_id']} not in its categories list"
-                )
             by_image[ann["image_id"]].append(ann)
     return by_image
 
@@ -269,12 +331,14 @@ def build_coco_lvis(
     if not stuff_paths:
         raise DatasetError("no COCO-Stuff JSON given: pass stuff_train2017.json and/or stuff_val2017.json")
     lvis = _load_json(lvis_json, "LVIS", "lvis_v1_train.json")
+    _check_records(lvis_json, lvis, "LVIS")
     images = lvis["images"]
     image_ids = {im["id"] for im in images}
     lvis_anns = _group(lvis["annotations"], image_ids, {c["id"] for c in lvis["categories"]}, lvis_json)
     stuff_anns, stuff_image_ids, stuff_categories = {}, set(), None
     for path in stuff_paths:  # one at a time, keeping only the annotations of LVIS images
         stuff = _load_json(path, "COCO-Stuff", "stuff_train2017.json")
+        _check_records(path, stuff, "COCO-Stuff")
         _check_stuff_categories(path, stuff["categories"])
         if stuff_categories is None:
             stuff_categories = stuff["categories"]

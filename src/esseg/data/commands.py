@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
+
+from esseg._io import atomic_write_text, check_output_file, json_dumps
+from esseg.cli import non_negative_int
 
 import yaml
 
@@ -17,6 +20,8 @@ BUILDER = "esseg.data.coco_lvis_builder"
 def _inspect(args: argparse.Namespace) -> int:
     from esseg.data.inspect import format_report, inspect_dataset
 
+    if args.json and args.json != "-":
+        check_output_file(args.json, "--json file")  # before the scan, not after it
     report = inspect_dataset(
         args.dataset, args.root, args.split, check_images=args.check_images, progress=sys.stderr.isatty(),
         **_options(args.options),
@@ -24,11 +29,11 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json != "-":
         print(format_report(report, top=args.top))
     if args.json:
-        text = json.dumps(report, indent=2)
+        text = json_dumps(report, indent=2)
         if args.json == "-":
             print(text)
         else:
-            atomic_write_text(args.json, text + "\n")
+            atomic_write_text(Path(args.json), text + "\n")
     return 0 if report["ok"] else 2
 
 
@@ -61,7 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--root", "--data-root", dest="root", help="dataset root directory (see docs/datasets.md)")
     p.add_argument("--split", default="train", help="split name (default: train)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE ('-' = stdout only)")
-    p.add_argument("--top", type=int, default=10, help="classes to list by pixel count (default: 10)")
+    p.add_argument("--top", type=non_negative_int, default=10, help="classes to list by pixel count (default: 10)")
     p.add_argument("--check-images", action="store_true", help="also decode every image (slower)")
     p.add_argument("--options", metavar="YAML", help="dataset options as in data.options, e.g. '{label_suffix: _gt}'")
     p.set_defaults(func=_inspect)

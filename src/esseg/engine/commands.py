@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from esseg._io import check_output_file
+from esseg.cli import fraction, positive_int
 from esseg.engine.config import Config, load_config, valid_keys
 
 # train/demo flags and the config keys they set (they win over --config and --set)
@@ -21,6 +23,7 @@ TRAIN_FLAGS = {
     "device": "train.device",
     "out": "train.out_dir",
     "resume": "train.resume",
+    "overwrite": "train.overwrite",
     "seed": "train.seed",
 }
 
@@ -42,12 +45,24 @@ def _add_config_args(p: argparse.ArgumentParser, config_help: str) -> None:
     p.add_argument("--encoder", help="model.encoder (e.g. mobilenet_v2, resnet50)")
     p.add_argument("--batch-size", type=int, metavar="B", help="train.batch_size (per process)")
     p.add_argument("--crop-size", type=int, metavar="S", help="data.crop_size (square S x S training crops)")
-    p.add_argument("--resume", metavar="PATH|auto", help="train.resume: a checkpoint, or auto for <out>/last.pt if present")
+    p.add_argument("--resume", metavar="PATH|auto", help="train.resume: a checkpoint, or auto for <out>/last.pt if present; "
+                                                         "with a larger --iters the run is extended and the lr decays to the new total")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="train.overwrite: if --out holds another run, delete its last.pt, best.pt, metrics.jsonl, eval_* and "
+                        "TensorBoard files and start over (otherwise such a folder is refused unless --resume)")
 
 
 def _config_from_args(args, config_path=None) -> Config:
     updates = {key: getattr(args, flag, None) for flag, key in TRAIN_FLAGS.items()}
     return load_config(args.config or config_path, args.overrides, updates)
+
+
+def _add_tile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=positive_int, metavar="S",
+                   help="sliding-window prediction with S x S crops (e.g. 512; bounds memory on large images); "
+                        "each pixel takes the class from the crop whose centre is nearest (default: whole images)")
+    p.add_argument("--overlap", type=fraction, default=0.25, metavar="F",
+                   help="overlap of neighbouring crops as a fraction of --tile, in [0, 1) (default 0.25)")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -80,13 +95,18 @@ def cmd_eval(args) -> int:
     from esseg.engine.evaluate import evaluate_checkpoint, write_metrics
 
     updates = {"data.root": args.data_root, "data.dataset": args.dataset}
-    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size,
-                                  freq_thresholds=_thresholds(args.freq_thresholds), class_frequency=args.class_frequency)
-    if not _is_rank0():
-        return 0
+    thresholds = _thresholds(args.freq_thresholds)  # checked before the evaluation
     ckpt = Path(args.checkpoint)
     json_path = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}_eval_{args.split}.json")
     csv_path = Path(args.csv) if args.csv else json_path.with_name(json_path.stem + "_per_class.csv")
+    if _is_rank0():  # before the evaluation, not after it
+        check_output_file(json_path, "--json file")
+        check_output_file(csv_path, "--csv file")
+    metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size,
+                                  freq_thresholds=thresholds, class_frequency=args.class_frequency,
+                                  tile=args.tile, overlap=args.overlap)
+    if not _is_rank0():
+        return 0
     write_metrics(metrics, json_path, csv_path)
     _print_metrics(metrics)
     if "frequency_thresholds" in metrics:
@@ -121,7 +141,7 @@ def cmd_predict(args) -> int:
     from esseg.engine.distributed import resolve_device
     from esseg.engine.predict import predict_files
 
-    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"))
+    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"), args.tile, args.overlap)
     print(f"wrote {len(written) // 3} predictions (label, color, overlay PNGs) to {args.out}")
     return 0
 
@@ -174,7 +194,7 @@ def register(subparsers) -> None:
                    help="override data.* keys of the checkpoint's config, e.g. data.val_mode=crop_val")
     p.add_argument("--json", metavar="FILE", help="metrics JSON (default <checkpoint>_eval_<split>.json)")
     p.add_argument("--csv", metavar="FILE", help="per-class CSV (default <json stem>_per_class.csv)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="evaluation batch size (default train.eval_batch_size)")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", help="evaluation batch size (default train.eval_batch_size)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument("--freq-thresholds", default="10,100", metavar="RARE_MAX,COMMON_MAX",
                    help="frequency groups by training images per class: rare 1..RARE_MAX, common ..COMMON_MAX, "
@@ -182,6 +202,7 @@ def register(subparsers) -> None:
     p.add_argument("--class-frequency", metavar="FILE",
                    help="images per class from `esseg data inspect --split <train split> --json FILE` "
                         "(default: the class_frequency the checkpoint records)")
+    _add_tile_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser(
@@ -193,6 +214,7 @@ def register(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    _add_tile_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser(

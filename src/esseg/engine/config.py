@@ -9,7 +9,7 @@ built-in ``glyph_scenes`` dataset::
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
             class_embedding_poly_power, class_embedding_weight_decay, backbone_bn_momentum, optimizer
-    train:  iters, batch_size, accum_steps, amp, sync_bn, device, num_threads, seed, out_dir, resume,
+    train:  iters, batch_size, accum_steps, amp, sync_bn, device, num_threads, seed, out_dir, resume, overwrite,
             stop_at, eval_every, save_every, log_every, eval_batch_size, num_vis, tensorboard
 
 Keys are addressed as ``section.key`` (``--set loss.k=8``), and inside the mapping-valued keys
@@ -125,9 +125,14 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/default"
     resume: Optional[str] = None  # a checkpoint path, or "auto" for <out_dir>/last.pt if present
+    # out_dir already holds another run (last.pt, best.pt or metrics.jsonl): refused unless resuming,
+    # or with overwrite=true, which first deletes that run's files (not other files in the folder)
+    overwrite: bool = False
     stop_at: Optional[int] = None  # end this run early at this iteration (resume later)
     eval_every: int = 0  # iterations between evaluations; 0: only at the end
-    save_every: int = 0  # iterations between last.pt saves; 0: only at evaluations and the end
+    # iterations between last.pt saves (also saved at evaluations, at the end and on SIGINT/SIGTERM);
+    # 1000 bounds the work a hard kill (SIGKILL, power loss) loses to ~1000 steps; 0: no periodic saves
+    save_every: int = 1000
     log_every: int = 10
     eval_batch_size: int = 1  # > 1 only if validation images share one size (crop_val, glyph scenes)
     num_vis: int = 4  # prediction images logged to TensorBoard / shown in the demo report

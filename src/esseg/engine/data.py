@@ -6,12 +6,20 @@ belongs to epoch ``b // batches_per_epoch``, whose order is a permutation seeded
 the python/numpy/torch RNGs seeded by ``(seed, epoch, index)``, so its random augmentation does
 not depend on which worker loads it or where the run was resumed. A run resumed at iteration
 ``i`` simply starts at batch ``i * accum_steps``: nothing is loaded twice and nothing is skipped.
+
+With ``num_workers > 0`` a dataset error raised in a worker reaches the caller as the same
+one-line :class:`~esseg.errors.EssegError`, without the worker traceback torch adds to it, and
+the workers ignore SIGINT (a Ctrl-C reaches the whole process group): the main process decides
+when to stop and saves first (see ``engine.train``); workers exit when it does. They keep the
+default SIGTERM, with which the main process (and multiprocessing at exit) stops them.
+Evaluation batches may mix image sizes: such a batch comes as lists and is predicted image by image.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import signal
 from typing import Iterator
 
 import numpy as np
@@ -20,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from esseg.data import build_dataset
 from esseg.engine.config import Config, crop_hw, short_repr
-from esseg.errors import ConfigError, DatasetError
+from esseg.errors import ConfigError, DatasetError, EssegError
 
 
 def build_split(cfg: Config, split: str, train: bool):
@@ -141,13 +149,55 @@ def collate_same_size(batch: list) -> list:
             f"(e.g. 512) or set data.crop_size, or train with train.batch_size=1"
         )
     return default_collate(batch)
+def _worker_message(message: str, exc_type: type) -> str:
+    """The original message inside torch's "Caught X in DataLoader worker process N. Original Traceback ..."."""
+    if "in DataLoader worker process" not in message:
+        return message
+    lines = message.rstrip().splitlines()
+    prefixes = (f"{exc_type.__module__}.{exc_type.__qualname__}: ", f"{exc_type.__qualname__}: ")
+    for i in range(len(lines) - 1, -1, -1):
+        for prefix in prefixes:
+            if lines[i].startswith(prefix):
+                return " ".join([lines[i][len(prefix):], *lines[i + 1:]]).strip()
+    return message
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class EssegLoader(DataLoader):
+    """A DataLoader whose worker processes raise esseg's errors as one line, like the main process,
+    and leave a Ctrl-C (SIGINT) to the main process."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("worker_init_fn", _ignore_sigint)
+        super().__init__(*args, **kwargs)
+
+    def __iter__(self):
+        try:
+            yield from super().__iter__()
+        except EssegError as err:
+            message = _worker_message(str(err), type(err))
+            if message == str(err):
+                raise
+            raise type(err)(message) from None
+
+
+def eval_collate(batch: list) -> tuple:
+    """Stack ``(image, label)`` samples into ``(B, 3, H, W), (B, H, W)``; samples of different sizes
+    are returned as two lists instead (evaluation then predicts them one by one)."""
+    if len({(tuple(image.shape), tuple(label.shape)) for image, label in batch}) == 1:
+        return default_collate(batch)
+    images, labels = zip(*batch)
+    return list(images), list(labels)
 
 
 def train_loader(dataset, batch_size: int, seed: int, rank: int, world_size: int, start_batch: int,
                  num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """An endless training loader starting at global batch ``start_batch`` (see module docstring)."""
     sampler = TrainBatchSampler(len(dataset), batch_size, seed, rank, world_size, start_batch)
-    return DataLoader(
+    return EssegLoader(
         SeededSamples(dataset), batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate_same_size,
         generator=torch.Generator().manual_seed(seed),  # keeps the global torch RNG untouched
     )
@@ -155,12 +205,13 @@ def train_loader(dataset, batch_size: int, seed: int, rank: int, world_size: int
 
 def eval_loader(dataset, batch_size: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
-    """This rank's share of ``dataset`` in order, every sample exactly once over all ranks."""
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
+    """This rank's share of ``dataset`` in order, every sample exactly once over all ranks (batches
+    of mixed image sizes as lists, see :func:`eval_collate`)."""
+    return EssegLoader(
+        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size), collate_fn=eval_collate,
         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
         generator=torch.Generator(),
     )
 
 
-__all__ = ["SeededSamples", "ShardSampler", "TrainBatchSampler", "build_split", "eval_loader", "seeded_rng", "train_loader"]
+__all__ = ["EssegLoader", "SeededSamples", "eval_collate", "ShardSampler", "TrainBatchSampler", "build_split", "eval_loader", "seeded_rng", "train_loader"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from esseg._io import atomic_write_text, json_dumps
 from esseg.data.frequency import read_class_frequency
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.config import apply_overrides, config_from_dict
@@ -40,6 +41,55 @@ def predict_batch(model: torch.nn.Module, images: torch.Tensor, amp: bool = Fals
     return pred[..., :h, :w]
 
 
+def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
+    """Crop offsets along one axis: every ``stride`` pixels, the last crop flush with the border."""
+    if size <= tile:
+        return [0]
+    return [*range(0, size - tile, stride), size - tile]
+
+
+@torch.no_grad()
+def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overlap: float = 0.25, amp: bool = False,
+                  multiple: int = 32) -> torch.Tensor:
+    """Sliding-window prediction: ``(B, 3, H, W)`` images -> ``(B, H, W)`` int64, one crop at a time.
+
+    Crops of ``tile x tile`` pixels (smaller at an image smaller than the tile) start every
+    ``stride = tile - round(overlap * tile)`` pixels, the last one flush with the border; each is
+    predicted by :func:`predict_batch`. A pixel covered by several crops takes the class from
+    the crop whose centre is nearest (squared Euclidean distance; the first crop in row-major
+    order on ties), i.e. the prediction made with the most context around it. Works for ESS and
+    baseline models alike, since it only needs ``model.predict``. Memory is that of one crop;
+    with ``tile >= H`` and ``tile >= W`` this is :func:`predict_batch` on the whole image.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    h, w = images.shape[-2:]
+    if tile >= h and tile >= w:
+        return predict_batch(model, images, amp=amp, multiple=multiple)
+    stride = max(1, tile - round(overlap * tile))
+    dev = images.device
+    out = torch.zeros((images.shape[0], h, w), dtype=torch.long, device=dev)
+    best = torch.full((h, w), float("inf"), device=dev)
+    ys, xs = torch.arange(h, device=dev).view(-1, 1).float(), torch.arange(w, device=dev).view(1, -1).float()
+    for y0 in _tile_starts(h, tile, stride):
+        for x0 in _tile_starts(w, tile, stride):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            pred = predict_batch(model, images[..., y0:y1, x0:x1], amp=amp, multiple=multiple)
+            dist = (ys[y0:y1] - (y0 + y1 - 1) / 2) ** 2 + (xs[:, x0:x1] - (x0 + x1 - 1) / 2) ** 2
+            take = dist < best[y0:y1, x0:x1]
+            best[y0:y1, x0:x1] = torch.where(take, dist, best[y0:y1, x0:x1])
+            out[:, y0:y1, x0:x1] = torch.where(take, pred, out[:, y0:y1, x0:x1])
+    return out
+
+
+def predict_images(model: torch.nn.Module, images: torch.Tensor, amp: bool = False, tile: int | None = None,
+                   overlap: float = 0.25) -> torch.Tensor:
+    """:func:`predict_tiled` when ``tile`` is given, else :func:`predict_batch` on the whole images."""
+    if tile:
+        return predict_tiled(model, images, tile, overlap, amp=amp)
+    return predict_batch(model, images, amp=amp)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -51,6 +101,8 @@ def evaluate(
     amp: bool = False,
     progress: bool = False,
     class_groups: dict | None = None,
+    tile: int | None = None,
+    overlap: float = 0.25,
 ) -> dict:
     """Single-scale evaluation of ``model`` on ``loader`` -> :func:`esseg.metrics.compute_metrics`.
 
@@ -59,6 +111,7 @@ def evaluate(
     rank returns the same numbers, equal to a single-process run. The model's train/eval mode
     is restored afterwards. ``class_groups`` (``{name: class indices}``, e.g. a dataset's
     ``class_groups``) adds ``<name>_mIoU`` and ``<name>_Acc`` (:func:`esseg.metrics.group_metrics`).
+    ``tile``/``overlap``: sliding-window prediction for large images (:func:`predict_tiled`).
     """
     device = torch.device(device)
     model = unwrap(model)
@@ -66,7 +119,11 @@ def evaluate(
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-        pred = predict_batch(model, images.to(device, non_blocking=True), amp=amp)
+        if isinstance(images, list):  # a batch of mixed sizes (engine.data.eval_collate): one by one
+            for image, label in zip(images, labels):
+                cm.update(predict_images(model, image[None].to(device), amp, tile, overlap), label[None].to(device))
+            continue
+        pred = predict_images(model, images.to(device, non_blocking=True), amp, tile, overlap)
         cm.update(pred, labels.to(device, non_blocking=True))
     cm.all_reduce()
     model.train(was_training)
@@ -83,22 +140,23 @@ def summary(metrics: dict) -> dict:
 
 def write_metrics(metrics: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:
     """All metrics as JSON, and (optionally) a per-class CSV: class_id, class_name, IoU, Acc, pixel counts
-    (and ``train_images``, ``frequency_group`` when the metrics have frequency groups)."""
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(metrics, indent=1) + "\n")
+    (and ``train_images``, ``frequency_group`` when the metrics have frequency groups).
+
+    Both are written atomically (never half-written, e.g. on a full disk) and the JSON is standard
+    (non-finite values as ``null``).
+    """
+    atomic_write_text(json_path, json_dumps(metrics, indent=1) + "\n")
     if csv_path is None:
         return
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        extra = [k for k in ("train_images", "frequency_group") if k in metrics]
-        writer.writerow(["class_id", "class_name", "IoU", "Acc", "gt_pixels", "pred_pixels", *extra])
-        rows = zip(metrics["class_names"], metrics["IoU"], metrics["Acc"], metrics["gt_pixels"], metrics["pred_pixels"])
-        for c, (name, iou, acc, gt, pred) in enumerate(rows):
-            writer.writerow([c, name, "" if iou is None else f"{iou:.6f}", "" if acc is None else f"{acc:.6f}", gt, pred,
-                             *(metrics[k][c] for k in extra)])
+    f = io.StringIO(newline="")
+    writer = csv.writer(f)
+    extra = [k for k in ("train_images", "frequency_group") if k in metrics]
+    writer.writerow(["class_id", "class_name", "IoU", "Acc", "gt_pixels", "pred_pixels", *extra])
+    rows = zip(metrics["class_names"], metrics["IoU"], metrics["Acc"], metrics["gt_pixels"], metrics["pred_pixels"])
+    for c, (name, iou, acc, gt, pred) in enumerate(rows):
+        writer.writerow([c, name, "" if iou is None else f"{iou:.6f}", "" if acc is None else f"{acc:.6f}", gt, pred,
+                         *(metrics[k][c] for k in extra)])
+    atomic_write_text(csv_path, f.getvalue())
 
 
 def evaluate_checkpoint(
@@ -111,6 +169,8 @@ def evaluate_checkpoint(
     progress: bool = True,
     freq_thresholds: tuple[int, int] = FREQUENCY_THRESHOLDS,
     class_frequency: str | Path | None = None,
+    tile: int | None = None,
+    overlap: float = 0.25,
 ) -> dict:
     """Evaluate a training checkpoint on ``split`` of the dataset it was trained on.
 
@@ -122,6 +182,7 @@ def evaluate_checkpoint(
     :func:`esseg.metrics.frequency_group_metrics`, split at ``freq_thresholds`` training images)
     are added when the checkpoint records ``class_frequency`` or a ``class_frequency`` JSON file
     (an ``esseg data inspect --json`` report of the training split) is given.
+    ``tile``/``overlap``: sliding-window prediction (:func:`predict_tiled`).
     """
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(apply_overrides(ckpt["config"], overrides, updates))
@@ -142,7 +203,8 @@ def evaluate_checkpoint(
         if frequency is not None and len(frequency) != dataset.num_classes:
             raise CheckpointError(f"checkpoint {checkpoint} records class_frequency for {len(frequency)} classes, not {dataset.num_classes}")
         metrics = evaluate(model, loader, dataset.num_classes, dataset.ignore_index, dev, names,
-                           progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None))
+                           progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None),
+                           tile=tile, overlap=overlap)
         if frequency is not None:
             metrics.update(frequency_group_metrics(metrics, frequency, freq_thresholds))
         return metrics
@@ -150,4 +212,4 @@ def evaluate_checkpoint(
         cleanup_distributed()
 
 
-__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "summary", "unwrap", "write_metrics"]
+__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "predict_images", "predict_tiled", "summary", "unwrap", "write_metrics"]

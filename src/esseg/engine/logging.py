@@ -4,16 +4,18 @@ Each line of ``metrics.jsonl`` is one record, ``{"kind": "train", "iter": ..., "
 "ce": ..., "lr/<group>": ...}`` or ``{"kind": "eval", "iter": ..., "split": "val", "PAcc": ...,
 "mAcc": ..., "mIoU": ..., "fIoU": ...}``, with ``time`` (Unix seconds) and ``train_seconds``
 (the engine's time in training steps up to this record, summed across resumes: the clock of
-learning curves). On other ranks every method is a no-op.
+learning curves), in standard JSON: a non-finite value (an infinite loss) is written as ``null``,
+never as ``NaN``/``Infinity``. On other ranks every method is a no-op.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from esseg._io import json_dumps
 
 
 class RunLogger:
@@ -43,7 +45,7 @@ class RunLogger:
         record = {**record, "time": round(time.time(), 3)}
         if train_seconds is not None:
             record["train_seconds"] = round(train_seconds, 3)
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(json_dumps(record) + "\n")
         self._file.flush()
 
     def log_train(self, iteration: int, values: dict[str, float], train_seconds: float | None = None) -> None:

@@ -2,7 +2,12 @@
 
 For each input image ``<stem>.<ext>`` three PNGs are written to the output folder:
 ``<stem>_label.png`` (class ids; 8-bit when C <= 255, else 16-bit), ``<stem>_color.png`` (the
-mask in the dataset palette) and ``<stem>_overlay.png`` (mask blended over the image).
+mask in the dataset palette) and ``<stem>_overlay.png`` (mask blended over the image). Each file is written atomically (a killed
+run never leaves a truncated PNG) and the output folder is checked before the model is loaded.
+
+Images are read as 8-bit RGB; 16-bit images are scaled to 8 bits (``v / 257``), float images
+with values in [0, 1] are multiplied by 255 and those in [0, 255] are taken as they are; other
+ranges are refused with a message rather than clipped.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from esseg._io import atomic_write, check_output_dir
 from esseg.data.base import to_tensors
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from esseg.engine.evaluate import predict_batch
+from esseg.engine.evaluate import predict_images
 from esseg.viz.images import colorize, get_palette, overlay
 from esseg.errors import EssegError
 
@@ -38,6 +44,51 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
+def _to_uint8(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
+    """A single-channel 16/32-bit integer or float image as uint8, scaled (see module docstring)."""
+    values = values.astype(np.float64)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode == "F":
+        if not np.isfinite(values).all():
+            raise EssegError(f"image {path} holds NaN or infinite values; convert it to an 8-bit RGB image")
+        if lo >= 0 and hi <= 1:
+            values = values * 255
+        elif lo < 0 or hi > 255:
+            raise EssegError(f"float image {path} has values in [{lo:g}, {hi:g}]; expected [0, 1] or [0, 255]: "
+                             "convert it to an 8-bit RGB image")
+    else:  # 16-bit (I;16*) or 32-bit integer (I) greyscale
+        if lo < 0 or hi > 65535:
+            raise EssegError(f"integer image {path} has values in [{lo:g}, {hi:g}], beyond 16 bits: "
+                             "convert it to an 8-bit RGB image")
+        values = values / 257
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB; 16-bit and float images are scaled, not clipped.
+
+    Raises:
+        EssegError: the file cannot be decoded, is refused as a decompression bomb (larger than
+            ``PIL.Image.MAX_IMAGE_PIXELS``) or holds values that cannot be mapped to 8 bits.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "F" or im.mode.startswith("I"):
+                grey = _to_uint8(np.asarray(im), im.mode, path)
+                return np.repeat(grey[..., None], 3, axis=2)
+            return np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as err:
+        raise EssegError(f"image {path} refused: {err}; raise PIL.Image.MAX_IMAGE_PIXELS only for images you trust") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise EssegError(f"cannot read image {path}: {err}") from None
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
 def label_image(label: np.ndarray, num_classes: int) -> Image.Image:
     """A class-id map as a PNG-ready image: 8-bit when ``num_classes <= 255``, else 16-bit."""
     if num_classes <= 255:
@@ -47,39 +98,42 @@ def label_image(label: np.ndarray, num_classes: int) -> Image.Image:
 
 def save_prediction(out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarray, num_classes: int,
                     palette: np.ndarray, alpha: float = 0.5) -> list[Path]:
-    """Write ``<stem>_label.png``, ``<stem>_color.png`` and ``<stem>_overlay.png``; return their paths."""
+    """Write ``<stem>_label.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` (each atomically);
+    return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     color = colorize(pred, palette)
     paths = [out_dir / f"{stem}_label.png", out_dir / f"{stem}_color.png", out_dir / f"{stem}_overlay.png"]
-    label_image(pred, num_classes).save(paths[0])
-    Image.fromarray(color).save(paths[1])
-    Image.fromarray(overlay(image, color, alpha)).save(paths[2])
+    _save_png(label_image(pred, num_classes), paths[0])
+    _save_png(Image.fromarray(color), paths[1])
+    _save_png(Image.fromarray(overlay(image, color, alpha)), paths[2])
     return paths
 
 
-def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device="cpu") -> list[Path]:
-    """Predict every image in ``inputs`` with the model in ``checkpoint``; return the written files."""
+def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device="cpu",
+                  tile: int | None = None, overlap: float = 0.25) -> list[Path]:
+    """Predict every image in ``inputs`` with the model in ``checkpoint``; return the written files.
+
+    ``tile``: predict large images ``tile x tile`` crops at a time, overlapping by ``overlap``
+    of a tile (see :func:`esseg.engine.evaluate.predict_tiled`); ``None``: the whole image at once.
+    """
     files = collect_images(inputs)
+    out_dir = check_output_dir(out_dir, "--out folder")
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint, device)
     num_classes = model.num_classes
     palette = get_palette(ckpt.get("palette"), num_classes)
-    out_dir = Path(out_dir)
     written: list[Path] = []
     used: dict[str, int] = {}
     for path in files:
-        try:
-            pil = Image.open(path).convert("RGB")
-        except OSError as err:
-            raise EssegError(f"cannot read image {path}: {err}") from None
-        image, _ = to_tensors(pil, np.zeros((pil.height, pil.width), dtype=np.int64))
-        pred = predict_batch(model, image[None].to(device))[0].cpu().numpy()
+        rgb = read_rgb(path)
+        image, _ = to_tensors(rgb, np.zeros(rgb.shape[:2], dtype=np.int64))
+        pred = predict_images(model, image[None].to(device), tile=tile, overlap=overlap)[0].cpu().numpy()
         stem = path.stem
         used[stem] = used.get(stem, 0) + 1
         if used[stem] > 1:  # same file name in two folders
             stem = f"{stem}_{used[stem]}"
-        written += save_prediction(out_dir, stem, np.asarray(pil), pred, num_classes, palette)
+        written += save_prediction(out_dir, stem, rgb, pred, num_classes, palette)
     return written
 
 
-__all__ = ["collect_images", "label_image", "predict_files", "save_prediction"]
+__all__ = ["collect_images", "label_image", "predict_files", "read_rgb", "save_prediction"]

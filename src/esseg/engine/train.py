@@ -13,7 +13,13 @@ Around it, :func:`train` logs every ``log_every`` iterations, evaluates every ``
 iterations and at the end, and writes ``last.pt`` (every ``save_every`` iterations, at every
 evaluation and when the run ends) and ``best.pt`` (best validation mIoU). Everything a resumed
 run needs is in the checkpoint, and the data order depends only on (seed, iteration), so a CPU
-run resumed from ``last.pt`` ends with exactly the weights of an uninterrupted run.
+run resumed from ``last.pt`` ends with exactly the weights of an uninterrupted run. A resumed run
+may be longer than the first (``--iters``): the poly schedule then decays to the new total.
+
+The run folder: training into a folder that holds another run is refused unless resuming or
+``train.overwrite`` (which deletes that run's files first); temporary files of a save that was
+killed are removed at the start. SIGINT/SIGTERM let the current step finish, save ``last.pt``
+and raise :class:`TrainingInterrupted` (the CLI exits 130/143); a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import contextlib
 import dataclasses
 import math
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from esseg._io import check_output_dir, clean_stale_temps
 from esseg.data.frequency import training_class_frequency
 from esseg.engine.checkpoint import (
     check_model_matches, create_model_checked, load_checkpoint, load_model_state, plain, rng_state,
@@ -48,6 +57,85 @@ from esseg.metrics import SUMMARY_KEYS, frequency_group_metrics, group_keys
 
 class NonFiniteLossError(EssegError):
     """The loss became NaN or infinite; training stopped without saving."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after ``last.pt`` was saved.
+
+    ``message`` says where it saved and how to resume; ``exit_code`` is ``128 + signal number``
+    (130 for SIGINT, 143 for SIGTERM), the status the CLI exits with.
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.message, self.exit_code = message, 128 + int(signum)
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM set ``signum`` instead of stopping the process, so the loop can save and
+    stop between steps (``install``/``restore``, or use it as a context manager). The first
+    signal restores the previous handlers, so a second one acts at once (KeyboardInterrupt /
+    termination). Does nothing outside the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        self.restore()
+
+    def install(self) -> "StopOnSignal":
+        """Catch SIGINT/SIGTERM from now on (in the main thread)."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")  # their presence means the folder holds a run
+
+
+def prepare_run_folder(out_dir: Path, resume: str | None, overwrite: bool, is_main: bool = True) -> None:
+    """Check the run folder before any work; refuse to mix two runs in it.
+
+    ``out_dir`` must be a writable folder (or creatable). If it already holds a run (any of
+    :data:`RUN_FILES`) and ``resume`` is not set, a ConfigError is raised unless ``overwrite``,
+    which deletes that run's files (``RUN_FILES``, ``eval_*.json``/``eval_*_per_class.csv`` and the
+    TensorBoard event files in ``tb/``; nothing else). Rank 0 (``is_main``) also removes the
+    temporary files of a save that was killed (see :func:`esseg._io.clean_stale_temps`).
+    """
+    check_output_dir(out_dir, "run folder")
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if found and resume is None and not overwrite:
+        raise ConfigError(
+            f"run folder {out_dir} already holds a run ({', '.join(found)}); continue it with --resume auto, "
+            f"start over with --overwrite (deletes that run's files) or choose another --out"
+        )
+    if not is_main:
+        return
+    if found and resume is None and overwrite:
+        old = [out_dir / name for name in found]
+        old += [*out_dir.glob("eval_*.json"), *out_dir.glob("eval_*_per_class.csv"), *out_dir.glob("tb/events.out.tfevents.*")]
+        for path in old:
+            path.unlink(missing_ok=True)
+        tqdm.write(f"--overwrite: deleted {len(old)} files of the previous run in {out_dir}")
+    stale = clean_stale_temps(out_dir)
+    if stale:
+        tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted save in {out_dir}")
 
 
 def seed_everything(seed: int) -> None:
@@ -184,6 +272,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         raise ConfigError("train.sync_bn needs CUDA devices; set train.sync_bn=false for CPU runs")
 
     resume_path = resolve_resume(t.resume, out_dir)
+    prepare_run_folder(out_dir, t.resume, t.overwrite, info.is_main)
+    if info.is_main and t.resume == "auto" and resume_path is None:
+        tqdm.write(f"--resume auto: no {out_dir / 'last.pt'} yet; starting a new run")
 
     # ---- data, model, loss, optimiser
     seed_everything(t.seed)
@@ -220,6 +311,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         scheduler.load_state_dict(ckpt["scheduler"])
         if "criterion" in ckpt:  # the loss's refresh state (ESSLoss above 4096 classes)
             criterion.load_state_dict(ckpt["criterion"])
+        # --iters may have grown since the checkpoint: decay to the new total, from this iteration's lr
+        scheduler.total_iters = t.iters
+        for group, lr in zip(optimizer.param_groups, scheduler.get_lr()):
+            group["lr"] = lr
         if use_amp and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_iter, best_miou, metrics = ckpt["iteration"], ckpt.get("best_mIoU"), ckpt.get("metrics")
@@ -259,6 +354,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     model.train()
     bar = tqdm(range(start_iter, stop_at), initial=start_iter, total=stop_at, desc="train",
                disable=not info.is_main, dynamic_ncols=True)
+    stop = StopOnSignal().install()  # SIGINT/SIGTERM: finish the step, save last.pt, stop
     try:
         for it in bar:
             try:
@@ -296,12 +392,20 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
                     state = checkpoint(done)
                     if info.is_main:
                         save_checkpoint(state, best_path)
-            if do_eval or (t.save_every and done % t.save_every == 0) or done == stop_at:
+            interrupted = not all_true(stop.signum is None, device)  # every rank stops at the same step
+            if do_eval or (t.save_every and done % t.save_every == 0) or done == stop_at or interrupted:
                 state = checkpoint(done)
                 if info.is_main:
                     save_checkpoint(state, last_path)
                 last_saved = done
+            if interrupted:
+                signum = stop.signum or signal.SIGTERM
+                raise TrainingInterrupted(signum, (
+                    f"interrupted by {signal.Signals(signum).name} after iteration {done}; saved {last_path}; "
+                    f"continue with the same command and --resume auto"
+                ))
     finally:
+        stop.restore()
         bar.close()
         logger.close()
     done = max(start_iter, stop_at)
@@ -319,4 +423,7 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["NonFiniteLossError", "build_criterion", "build_model", "resolve_resume", "seed_everything", "train", "train_step"]
+__all__ = [
+    "NonFiniteLossError", "StopOnSignal", "TrainingInterrupted", "build_criterion", "build_model", "prepare_run_folder",
+    "resolve_resume", "seed_everything", "train", "train_step",
+]
