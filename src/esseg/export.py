@@ -9,8 +9,10 @@ depend on the engine's checkpoint reader); its readers are the ``esseg export`` 
 model classifies with, i.e. ``model.class_embeddings()``) and ``classes.tsv`` (index, name and
 the length of the raw learned ``class_table`` row).
 
-``export_model`` wraps the network in :class:`LabelMapModel`, whose output is the label map
-itself, so a deployment needs no esseg code: for ESS the nearest-class search
+``export_model`` wraps the model in :class:`LabelMapModel`, whose output is the label map
+itself, so a deployment needs no esseg code. It runs the model's own prediction path (padding
+to the network's input multiple and cropping back: ``esseg.models.segmenter.forward_any_size``,
+as ``model.predict`` does); only the classification is written for tracing: for ESS the nearest-class search
 ``argmin_c ||x - mu_c||^2 = argmax_c (2 x.mu_c - ||mu_c||^2)`` is one matmul against the class
 table baked into the graph as a constant; for the baseline it is ``argmax`` over the logits.
 ``torch.export`` (``--format pt2``) is the format torch recommends; TorchScript (deprecated
@@ -27,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from esseg._io import atomic_write as _atomic
@@ -35,6 +36,7 @@ from esseg._io import atomic_write_text
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.evaluate import predict_batch
 from esseg.errors import CheckpointError, EssegError
+from esseg.models.segmenter import forward_any_size
 
 try:  # torch.export's "size-oblivious" shapes (torch >= 2.6; a private switch, hence guarded)
     from torch.fx.experimental import _config as fx_config
@@ -42,7 +44,6 @@ except ImportError:  # pragma: no cover - older torch
     fx_config = None
 
 FORMATS = ("torchscript", "onnx", "pt2")
-MULTIPLE = 32  # the encoders need H and W divisible by this; the graph pads like predict_batch
 TIE_TOLERANCE = 1e-4  # relative score gap under which a differing label counts as a tie
 
 
@@ -90,12 +91,13 @@ def export_embeddings(checkpoint: str | Path, out_dir: str | Path) -> dict:
 class LabelMapModel(nn.Module):
     """An ESS or baseline model whose output is the label map: images (B, 3, H, W) -> (B, H, W) int64.
 
-    Pads H and W up to a multiple of 32 (like ``esseg.engine.evaluate.predict_batch``), runs the
-    network, upsamples to the padded size, crops back and classifies each pixel:
+    The model's own padded forward (:func:`esseg.models.segmenter.forward_any_size`: pad H and
+    W to the network's input multiple, run, upsample, crop back; ESS: pixel embeddings,
+    normalised if the model normalises), then per pixel:
 
     - ESS: ``argmin_c ||x - mu_c||^2``, computed as ``argmax_c (2 x.mu_c - ||mu_c||^2)``, one
-      matmul of the (normalised, if the model normalises) pixel embeddings with the
-      ``class_embeddings`` buffer (C, d), a constant in the exported graph;
+      matmul with the ``class_embeddings`` buffer (C, d), a constant in the exported graph
+      (``model.predict``'s blocked search has data-dependent checks that do not trace);
     - baseline: ``argmax_c`` of the logits.
 
     Equals ``model.predict`` (up to exact ties) and holds only plain tensor ops, so it exports
@@ -104,23 +106,17 @@ class LabelMapModel(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.net = model.net
+        self.model = model
         self.is_embedding = bool(getattr(model, "is_embedding", False))
-        self.normalize = bool(getattr(model, "normalize", False))
         if self.is_embedding:
             mu = model.class_embeddings().detach().float().clone()
             self.register_buffer("class_embeddings", mu)
             self.register_buffer("class_sq_norms", (mu * mu).sum(1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        h, w = images.shape[-2], images.shape[-1]
-        x = F.pad(images, (0, (MULTIPLE - w % MULTIPLE) % MULTIPLE, 0, (MULTIPLE - h % MULTIPLE) % MULTIPLE))
-        out = F.interpolate(self.net(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        out = out[:, :, :h, :w]
+        out = forward_any_size(self.model, images)
         if not self.is_embedding:
             return out.argmax(1)
-        if self.normalize:
-            out = F.normalize(out, dim=1)
         scores = 2 * torch.matmul(out.permute(0, 2, 3, 1), self.class_embeddings.t()) - self.class_sq_norms
         return scores.argmax(-1)
 
@@ -134,9 +130,7 @@ def random_images(size: int, seed: int = 0) -> list[torch.Tensor]:
 @torch.no_grad()
 def _score_gap(model: nn.Module, images: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per pixel, the eager model's |score(a) - score(b)| relative to the score size (ESS: -squared distance)."""
-    h, w = images.shape[-2:]
-    x = F.pad(images, (0, -w % MULTIPLE, 0, -h % MULTIPLE))
-    out = model(x)[:, :, :h, :w].float()
+    out = forward_any_size(model, images).float()
     if getattr(model, "is_embedding", False):
         pix = out.permute(0, 2, 3, 1)
         mu = model.class_embeddings().detach().float()
@@ -174,7 +168,7 @@ def _torch_export(wrapper: nn.Module, example: torch.Tensor) -> torch.export.Exp
     """``torch.export.export`` with dynamic batch, height and width.
 
     Sizes are exported "size-oblivious": without it, torch specialises a dimension whose example
-    is 1 (batch 1 would be the only batch) and the padding to a multiple of 32 (an image that
+    is 1 (batch 1 would be the only batch) and the padding to the input multiple (an image that
     needs none would fail the graph's guards). The example should need padding and have batch > 1.
     """
     auto = torch.export.Dim.AUTO
@@ -201,8 +195,8 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscrip
     """Export a checkpoint as a pt2, TorchScript or ONNX graph: images (B, 3, H, W) float -> labels (B, H, W) int64.
 
     The graph (:class:`LabelMapModel`) takes images normalised like the training data
-    (ImageNet mean/std) of any batch size and height/width (padded internally to a multiple of
-    32). Before ``out`` is written, the saved artefact is reloaded and run on two random
+    (ImageNet mean/std) of any batch size and height/width (padded internally to the network's
+    input multiple, as ``model.predict`` does). Before ``out`` is written, the saved artefact is reloaded and run on two random
     images (see :func:`random_images`) and checked against the eager model's prediction.
 
     Args:

@@ -1,4 +1,5 @@
-"""The paper's optimiser recipe (Sec. 4.1): SGD with per-group momentum and poly LR."""
+"""The paper's optimiser recipe (Sec. 4.1): SGD with per-group momentum and poly LR, and the
+backbone's BatchNorm momentum (a separate, explicit step: :func:`set_backbone_bn_momentum`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ def build_optimizer(
     class_embedding_momentum: float = 0.95,
     class_embedding_poly_power: float = 0.95,
     class_embedding_weight_decay: float = 0.0,
-    backbone_bn_momentum: float | None = 0.01,
     optimizer: str = "sgd",
 ) -> torch.optim.Optimizer:
     """SGD over the model's parameter groups, as in Sec. 4.1 (or AdamW with the same groups).
@@ -34,8 +34,8 @@ def build_optimizer(
 
     The paper leaves the class table's weight decay unstated; it defaults to 0 because the
     table is L2-normalised before use, so decay would only shrink its raw norm.
-    Also sets the momentum of the backbone's BatchNorm layers to ``backbone_bn_momentum``
-    (paper: 0.01; None leaves them).
+    The model is not changed: the paper's backbone BatchNorm momentum of 0.01 is a separate
+    step, :func:`set_backbone_bn_momentum` (the engine calls both).
 
     Args:
         model: an :class:`~esseg.models.EmbeddingSegmenter` / :class:`~esseg.models.BaselineSegmenter`
@@ -57,10 +57,6 @@ def build_optimizer(
     for name, value in (("poly_power", poly_power), ("class_embedding_poly_power", class_embedding_poly_power)):
         check_poly_power(value, name)
     groups = model.param_groups() if hasattr(model, "param_groups") else {"head": list(model.parameters())}
-    if backbone_bn_momentum is not None and hasattr(model, "net") and isinstance(getattr(model.net, "encoder", None), nn.Module):
-        for m in model.net.encoder.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = backbone_bn_momentum
     settings = {
         "backbone": dict(lr=lr * backbone_lr_mult, momentum=momentum, weight_decay=weight_decay, poly_power=poly_power),
         "head": dict(lr=lr, momentum=momentum, weight_decay=weight_decay, poly_power=poly_power),
@@ -79,6 +75,29 @@ def build_optimizer(
             group["betas"] = (group.pop("momentum"), 0.999)
         return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def set_backbone_bn_momentum(model: nn.Module, momentum: float | None = 0.01) -> int:
+    """Set the momentum of every BatchNorm layer of the backbone (``model.net.encoder``) to ``momentum``.
+
+    Running statistics then follow ``r <- (1 - momentum) * r + momentum * batch_stat`` (paper
+    Sec. 4.1: 0.01 for the backbone; the head keeps torch's 0.1). ``None`` changes nothing, as
+    does a model without ``net.encoder``. Returns the number of layers changed.
+
+    Raises:
+        ValueError: ``momentum`` outside [0, 1].
+    """
+    if momentum is None:
+        return 0
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"backbone BatchNorm momentum must be in [0, 1] (paper: 0.01); got {momentum}")
+    encoder = getattr(getattr(model, "net", None), "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        return 0
+    layers = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.momentum = momentum
+    return len(layers)
 
 
 def check_poly_power(power: float, name: str = "poly_power") -> None:

@@ -49,6 +49,7 @@ from esseg.engine.checkpoint import load_checkpoint
 from esseg.engine.config import Config, apply_overrides, config_from_dict, load_config, set_value
 from esseg.engine.data import build_split
 from esseg.engine.distributed import resolve_device
+from esseg.engine.run import RunFolder
 from esseg.errors import EssegError
 
 HELP = "mIoU / PAcc / fIoU and learning curves of ESS vs the baseline on glyph scenes, per number of classes"
@@ -394,18 +395,6 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _read_records(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by an interruption
-            continue
-    return out
-
-
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(a) | set(b))
     out = []
@@ -432,9 +421,9 @@ def learning_curve(records: list[dict]) -> list[dict]:
 def collect(spec: RunSpec, dataset, state: dict, reused: bool) -> tuple[dict, list[dict], list[dict]]:
     """The run's row, learning-curve points and per-class IoU rows, from the files in its folder."""
     cfg = spec.cfg
-    run_dir = Path(cfg.train.out_dir)
-    full = _read_json(run_dir / f"eval_{cfg.data.val_split}.json")
-    records = _read_records(run_dir / "metrics.jsonl")
+    run = RunFolder(cfg.train.out_dir)
+    full = run.read_eval(cfg.data.val_split)
+    records = run.read_records()
     sessions = state.get("sessions", [])
     curve = learning_curve(records)
     train_seconds = curve[-1]["train_seconds"] if curve and curve[-1]["iter"] == cfg.train.iters else None
@@ -469,15 +458,15 @@ def _row_base(spec: RunSpec, cfg: Config) -> dict:
 
 def run_state(spec: RunSpec) -> dict | None:
     """The run's ``run.json`` (None for a new run); raises if its folder holds a different run."""
-    run_dir = Path(spec.cfg.train.out_dir)
-    state = _read_json(run_dir / "run.json")
-    if state is None and ((run_dir / "metrics.jsonl").exists() or (run_dir / "last.pt").exists()):
-        raise EssegError(f"{run_dir} holds training outputs but no run.json (not written by esseg bench accuracy); "
+    run = RunFolder(spec.cfg.train.out_dir)
+    state = _read_json(run.bench_state)
+    if state is None and run.run_files():
+        raise EssegError(f"{run.path} holds training outputs but no {run.bench_state.name} (not written by esseg bench accuracy); "
                          "remove it or use another --out")
     wanted = spec.cfg.to_dict()
     if state is not None and state.get("config") != wanted:
         diff = "; ".join(_differences(state.get("config") or {}, wanted)[:4])
-        raise EssegError(f"run {spec.name} in {run_dir} was started with other settings ({diff}); "
+        raise EssegError(f"run {spec.name} in {run.path} was started with other settings ({diff}); "
                          "rerun with the same flags, or use another --out")
     return state
 
@@ -493,21 +482,20 @@ def _warm_up(s: AccuracySettings) -> None:
 def train_run(spec: RunSpec, dataset) -> tuple[dict, list[dict], list[dict]]:
     """Train ``spec`` in its folder (resuming; skipped when finished earlier) and collect its results."""
     cfg = spec.cfg
-    run_dir = Path(cfg.train.out_dir)
-    state_path = run_dir / "run.json"
-    eval_path = run_dir / f"eval_{cfg.data.val_split}.json"
+    run = RunFolder(cfg.train.out_dir)
+    state_path, eval_path = run.bench_state, run.eval_json(cfg.data.val_split)
     state = run_state(spec)
     if state is not None and state.get("finished") and eval_path.is_file():
-        print(f"{spec.name}: finished earlier, not trained again ({run_dir})", flush=True)
+        print(f"{spec.name}: finished earlier, not trained again ({run.path})", flush=True)
         return collect(spec, dataset, state, reused=True)
     start_iter = 0
-    if (run_dir / "last.pt").is_file():
-        start_iter = int(load_checkpoint(run_dir / "last.pt").get("iteration", 0))
+    if run.last.is_file():
+        start_iter = int(load_checkpoint(run.last).get("iteration", 0))
     state = state or dict(name=spec.name, config=cfg.to_dict(), sessions=[], finished=False)
     state["sessions"].append(dict(start=time.time(), start_iter=start_iter, end=None))
     report.write_json(state_path, state)
     print(f"{spec.name}: {spec.method}, C={spec.num_classes}, batch {spec.batch}, {cfg.train.iters} steps"
-          + (f", resuming at step {start_iter}" if start_iter else "") + f" -> {run_dir}", flush=True)
+          + (f", resuming at step {start_iter}" if start_iter else "") + f" -> {run.path}", flush=True)
     try:
         result = engine.train(cfg)
     finally:
@@ -647,7 +635,7 @@ def draw_curves(axes, s: AccuracySettings, rows: list[dict], curves: list[dict])
 
 def draw_class_iou(axes, s: AccuracySettings, rows: list[dict], classes: list[dict]) -> None:
     """Per-class IoU against the class's expected pixel share, one panel per C, binned means as lines."""
-    from matplotlib.ticker import NullFormatter  # noqa: PLC0415
+    from matplotlib.ticker import NullFormatter  # noqa: PLC0415 - matplotlib is heavy: only when drawing
 
     for ax, c in zip(axes, s.classes):
         members = [r for r in rows if r.get("status") == "ok" and r["C"] == c

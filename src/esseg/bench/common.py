@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from esseg.engine.config import Config, apply_overrides, config_from_dict, load_config
 from esseg.engine.distributed import resolve_device
-from esseg.engine.train import build_criterion, build_model, train_step
+from esseg import __version__
+from esseg.engine.train import build_criterion, build_model, build_optimizer_step, train_step
 from esseg.errors import EssegError
-from esseg.optim import build_optimizer
 
 # No label is ignored in the synthetic batches; -1 is outside [0, C) for every C.
 IGNORE_INDEX = -1
@@ -423,8 +423,6 @@ def _cpu_name() -> str:
 
 def environment(device: torch.device) -> dict:
     """Versions, hardware, threads and the load average at the start (noisy timings show here)."""
-    from esseg import __version__
-
     info = dict(
         esseg=__version__, torch=torch.__version__, python=platform.python_version(), platform=platform.platform(),
         cpu=_cpu_name(), cpu_count=os.cpu_count(), threads=torch.get_num_threads(),
@@ -502,14 +500,15 @@ def build_training(method: str, num_classes: int, s: Settings, device: torch.dev
     """Model, loss, optimiser and gradient scaler of one configuration, built as ``esseg train`` builds them.
 
     :func:`step_config` gives the config; then the engine's ``build_model``, ``build_criterion``
-    and ``build_optimizer(model, **cfg.optim)`` (defaults: SGD with momentum, lr 0.01, the
-    paper's groups; ESS: ``ESSLoss`` with kNN cross-entropy + max-margin), and AMP on CUDA when
+    and ``build_optimizer_step`` (the backbone's BatchNorm momentum, then ``build_optimizer``
+    with ``cfg.optim``; defaults: SGD with momentum, lr 0.01, the paper's groups; ESS:
+    ``ESSLoss`` with kNN cross-entropy + max-margin), and AMP on CUDA when
     ``train.amp`` (the default). Random init; ``ignore_index=-1`` (valid for every C).
     """
     cfg = step_config(method, s)
     model = build_model(cfg, num_classes).to(device).train()
     criterion = build_criterion(cfg, num_classes, IGNORE_INDEX)
-    optimizer = build_optimizer(model, **dataclasses.asdict(cfg.optim))
+    optimizer = build_optimizer_step(cfg, model)
     amp = cfg.train.amp and device.type == "cuda"
     return Training(cfg, model, criterion, optimizer, torch.amp.GradScaler(device.type, enabled=amp), amp)
 

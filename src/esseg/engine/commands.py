@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from esseg._io import check_output_file
 from esseg.cli import fraction, positive_int
 from esseg.engine.config import Config, load_config, valid_keys
+from esseg.engine.demo import find_demo_config, run_demo
+from esseg.engine.distributed import is_main_process, resolve_device
+from esseg.engine.evaluate import evaluate_checkpoint, write_metrics
+from esseg.engine.predict import predict_files
+from esseg.engine.run import checkpoint_eval_paths, per_class_csv
+from esseg.engine.train import train
+from esseg.errors import ConfigError
+from esseg.metrics import format_table
 
 # train/demo flags and the config keys they set (they win over --config and --set)
 TRAIN_FLAGS = {
@@ -66,8 +73,6 @@ def _add_tile_args(p: argparse.ArgumentParser) -> None:
 
 
 def _print_metrics(metrics: dict) -> None:
-    from esseg.metrics import format_table
-
     print(format_table(metrics))
 
 
@@ -75,11 +80,11 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    """``esseg train``: build the config from --config/--set/flags, train, print the final metrics."""
-    from esseg.engine.train import train
-
+    """``esseg train``: build the config from --config/--set/flags, train, print the final metrics (rank 0)."""
     cfg = _config_from_args(args)
     result = train(cfg)
+    if not is_main_process():
+        return 0
     if result.get("metrics"):
         _print_metrics(result["metrics"])
     print(f"trained to iteration {result['iterations']} in {result['seconds']:.0f} s; checkpoint: {result['last_checkpoint']}"
@@ -91,21 +96,18 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """``esseg eval``: evaluate a checkpoint, print the table, write the JSON and per-class CSV."""
-    from esseg.engine.evaluate import evaluate_checkpoint, write_metrics
-
+    """``esseg eval``: evaluate a checkpoint, print the table, write the JSON and per-class CSV (rank 0)."""
     updates = {"data.root": args.data_root, "data.dataset": args.dataset}
     thresholds = _thresholds(args.freq_thresholds)  # checked before the evaluation
-    ckpt = Path(args.checkpoint)
-    json_path = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}_eval_{args.split}.json")
-    csv_path = Path(args.csv) if args.csv else json_path.with_name(json_path.stem + "_per_class.csv")
-    if _is_rank0():  # before the evaluation, not after it
+    json_path = Path(args.json) if args.json else checkpoint_eval_paths(args.checkpoint, args.split)[0]
+    csv_path = Path(args.csv) if args.csv else per_class_csv(json_path)
+    if is_main_process():  # before the evaluation, not after it
         check_output_file(json_path, "--json file")
         check_output_file(csv_path, "--csv file")
     metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size,
                                   freq_thresholds=thresholds, class_frequency=args.class_frequency,
                                   tile=args.tile, overlap=args.overlap)
-    if not _is_rank0():
+    if not is_main_process():
         return 0
     write_metrics(metrics, json_path, csv_path)
     _print_metrics(metrics)
@@ -118,8 +120,6 @@ def cmd_eval(args) -> int:
 
 
 def _thresholds(text: str) -> tuple[int, int]:
-    from esseg.errors import ConfigError
-
     try:
         t1, t2 = (int(v) for v in text.split(","))
     except ValueError:
@@ -129,18 +129,11 @@ def _thresholds(text: str) -> tuple[int, int]:
     return t1, t2
 
 
-def _is_rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 # ----------------------------------------------------------------------------- predict
 
 
 def cmd_predict(args) -> int:
     """``esseg predict``: label / colour / overlay PNGs for image files."""
-    from esseg.engine.distributed import resolve_device
-    from esseg.engine.predict import predict_files
-
     written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"), args.tile, args.overlap)
     print(f"wrote {len(written) // 3} predictions (label, color, overlay PNGs) to {args.out}")
     return 0
@@ -150,10 +143,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """``esseg demo``: train with configs/demo.yaml, evaluate, write predictions and report.md."""
-    from esseg.engine.demo import find_demo_config, run_demo
-    from esseg.errors import ConfigError
-
+    """``esseg demo``: train with configs/demo.yaml, evaluate, write predictions and report.md (rank 0 prints)."""
     config_path = args.config or find_demo_config()
     if config_path is None:
         raise ConfigError("configs/demo.yaml not found; run from the repository root or pass --config FILE")

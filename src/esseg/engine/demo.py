@@ -8,18 +8,19 @@ adds, in ``train.out_dir``: ``predictions/`` (label map, colour mask and overlay
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
 from PIL import Image
 
+from esseg._io import atomic_write, atomic_write_text
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.config import Config, crop_hw
 from esseg.engine.data import build_split
+from esseg.engine.distributed import is_main_process
 from esseg.engine.evaluate import predict_batch, summary
 from esseg.engine.predict import save_prediction
+from esseg.engine.run import RunFolder
 from esseg.engine.train import train
 from esseg.errors import EssegError
 from esseg.metrics import SUMMARY_KEYS, group_keys
@@ -45,37 +46,41 @@ def run_demo(cfg: Config) -> dict:
     """
     start = time.time()
     result = train(cfg)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return {}
-    out_dir = Path(cfg.train.out_dir)
+    run = RunFolder(cfg.train.out_dir)
     ckpt = load_checkpoint(result["last_checkpoint"])
     model = model_from_checkpoint(ckpt, result["last_checkpoint"])
     val_set = build_split(cfg, cfg.data.val_split, train=False)
     num_classes = model.num_classes
     palette = get_palette(ckpt.get("palette"), num_classes)
     # train() evaluated the final model and wrote all its metrics next to the checkpoint
-    eval_file = out_dir / f"eval_{cfg.data.val_split}.json"
-    if not eval_file.is_file():
-        raise EssegError(f"the demo run stopped before its final evaluation ({eval_file} missing); remove train.stop_at")
-    full = json.loads(eval_file.read_text())
+    full = run.read_eval(cfg.data.val_split)
+    if full is None:
+        raise EssegError(f"the demo run stopped before its final evaluation ({run.eval_json(cfg.data.val_split)} "
+                         "missing); remove train.stop_at")
 
     rows = []
     for i in range(min(cfg.train.num_vis, len(val_set))):
         image, label = val_set[i]
         pred = predict_batch(model, image[None])[0].numpy()
         rgb = denormalize(image)
-        save_prediction(out_dir / "predictions", f"val_{i:03d}", rgb, pred, num_classes, palette)
+        save_prediction(run.predictions, f"val_{i:03d}", rgb, pred, num_classes, palette)
         rows.append([rgb, colorize(label, palette, val_set.ignore_index), colorize(pred, palette)])
     if rows:
         scale = max(1, 192 // rows[0][0].shape[0])
-        Image.fromarray(panel(rows, gap=4, scale=scale)).save(out_dir / "panels.png")
-    report = write_report(cfg, full, result, len(val_set), out_dir, has_panels=bool(rows), seconds=time.time() - start)
+        image = Image.fromarray(panel(rows, gap=4, scale=scale))
+        atomic_write(run.panels, lambda tmp: image.save(tmp, format="PNG"))
+    report = write_report(cfg, full, result, len(val_set), run, has_panels=bool(rows), seconds=time.time() - start)
     return {"metrics": summary(full), "report": str(report), "seconds": time.time() - start,
-            "train_seconds": result["seconds"], "out_dir": str(out_dir)}
+            "train_seconds": result["seconds"], "out_dir": str(run.path)}
 
 
-def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir: Path, has_panels: bool, seconds: float) -> Path:
+def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir: str | Path | RunFolder, has_panels: bool,
+                 seconds: float) -> Path:
     """Write ``report.md``: what was trained, the metrics, the best/worst classes and the panels."""
+    run = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
+    split = cfg.data.val_split
     m, lo, t = cfg.model, cfg.loss, cfg.train
     crop = crop_hw(cfg.data.crop_size)
     what = (f"{m.arch} / {m.encoder}, embedding_dim d={m.embedding_dim}, k={lo.k} ({lo.mode})"
@@ -108,13 +113,13 @@ def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir
         f"Best classes (IoU %): {fmt(ious[:5])}.",
         f"Worst classes (IoU %): {fmt(ious[-5:][::-1])}.",
         "",
-        f"Per-class IoU: `eval_{cfg.data.val_split}_per_class.csv`; all metrics: `eval_{cfg.data.val_split}.json`; training curve: `metrics.jsonl` and `tb/`.",
+        f"Per-class IoU: `{run.eval_csv(split).name}`; all metrics: `{run.eval_json(split).name}`; "
+        f"training curve: `{run.metrics.name}` and `{run.tensorboard.name}/`.",
     ]
     if has_panels:
-        lines += ["", "## Predictions", "", "Columns: image, ground truth, prediction (same palette).", "", "![predictions](panels.png)"]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        lines += ["", "## Predictions", "", "Columns: image, ground truth, prediction (same palette).", "",
+                  f"![predictions]({run.panels.name})"]
+    return atomic_write_text(run.report, "\n".join(lines) + "\n")
 
 
 __all__ = ["find_demo_config", "run_demo", "write_report"]

@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node N -m esseg train ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`init_distributed` reads them and starts a process group with ``nccl`` on
 CUDA and ``gloo`` on CPU. Without them (or with ``WORLD_SIZE=1``) everything runs in one process.
-Only rank 0 logs and saves.
+Only rank 0 logs, prints and saves: ask :func:`is_main_process`.
 """
 
 from __future__ import annotations
@@ -47,12 +47,28 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
 
 
-def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
-    """Join the torchrun process group if the environment asks for one; return (info, device)."""
+def env_info() -> DistInfo:
+    """This process's place in a torchrun launch, from ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
+    (one process, rank 0, when ``WORLD_SIZE`` is unset or 1 or ``RANK`` is unset)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or "RANK" not in os.environ:
-        return DistInfo(), resolve_device(device_name)
-    info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def is_main_process() -> bool:
+    """True in rank 0 of a torchrun launch (or of the started process group) and in a single
+    process: the one process that prints, logs and writes files."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return env_info().is_main
+
+
+def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the torchrun process group if the environment asks for one; return (info, device)."""
+    info = env_info()
+    if not info.enabled:
+        return info, resolve_device(device_name)
     device = resolve_device(device_name, info.local_rank)
     if not dist.is_initialized():
         if device.type == "cuda":
@@ -94,4 +110,7 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return int(t.item()) == 0
 
 
-__all__ = ["DistInfo", "all_true", "barrier", "broadcast_buffers", "cleanup_distributed", "init_distributed", "resolve_device"]
+__all__ = [
+    "DistInfo", "all_true", "barrier", "broadcast_buffers", "cleanup_distributed", "env_info", "init_distributed",
+    "is_main_process", "resolve_device",
+]

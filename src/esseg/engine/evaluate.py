@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from esseg._io import atomic_write_text, json_dumps
@@ -16,6 +15,7 @@ from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from esseg.engine.config import apply_overrides, config_from_dict
 from esseg.engine.data import build_split, eval_loader
 from esseg.engine.distributed import cleanup_distributed, init_distributed
+from esseg.engine.logging import interactive
 from esseg.errors import CheckpointError
 from esseg.metrics import FREQUENCY_THRESHOLDS, ConfusionMatrix, frequency_group_metrics, group_metrics
 
@@ -26,19 +26,15 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def predict_batch(model: torch.nn.Module, images: torch.Tensor, amp: bool = False, multiple: int = 32) -> torch.Tensor:
-    """``model.predict`` on ``(B, 3, H, W)`` images of any size -> ``(B, H, W)`` int64.
+def predict_batch(model: torch.nn.Module, images: torch.Tensor, amp: bool = False, **kwargs) -> torch.Tensor:
+    """``model.predict(images, **kwargs)`` on ``(B, 3, H, W)`` images of any size -> ``(B, H, W)`` int64,
+    under autocast when ``amp``; ``model`` may be DDP-wrapped.
 
-    The images are zero-padded (the normalised mean) at the bottom/right up to a multiple of
-    ``multiple`` pixels, which the encoders need, and the prediction is cropped back.
+    The model's ``predict`` pads to the network's input multiple, classifies and crops back
+    (:func:`esseg.models.segmenter.forward_any_size`): the one prediction path.
     """
-    h, w = images.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph or pw:
-        images = F.pad(images, (0, pw, 0, ph))
     with torch.autocast(images.device.type, enabled=amp):
-        pred = unwrap(model).predict(images)
-    return pred[..., :h, :w]
+        return unwrap(model).predict(images, **kwargs)
 
 
 def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -49,8 +45,8 @@ def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overlap: float = 0.25, amp: bool = False,
-                  multiple: int = 32) -> torch.Tensor:
+def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overlap: float = 0.25, amp: bool = False
+                  ) -> torch.Tensor:
     """Sliding-window prediction: ``(B, 3, H, W)`` images -> ``(B, H, W)`` int64, one crop at a time.
 
     Crops of ``tile x tile`` pixels (smaller at an image smaller than the tile) start every
@@ -65,7 +61,7 @@ def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overl
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     h, w = images.shape[-2:]
     if tile >= h and tile >= w:
-        return predict_batch(model, images, amp=amp, multiple=multiple)
+        return predict_batch(model, images, amp=amp)
     stride = max(1, tile - round(overlap * tile))
     dev = images.device
     out = torch.zeros((images.shape[0], h, w), dtype=torch.long, device=dev)
@@ -74,7 +70,7 @@ def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overl
     for y0 in _tile_starts(h, tile, stride):
         for x0 in _tile_starts(w, tile, stride):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            pred = predict_batch(model, images[..., y0:y1, x0:x1], amp=amp, multiple=multiple)
+            pred = predict_batch(model, images[..., y0:y1, x0:x1], amp=amp)
             dist = (ys[y0:y1] - (y0 + y1 - 1) / 2) ** 2 + (xs[:, x0:x1] - (x0 + x1 - 1) / 2) ** 2
             take = dist < best[y0:y1, x0:x1]
             best[y0:y1, x0:x1] = torch.where(take, dist, best[y0:y1, x0:x1])
@@ -112,13 +108,15 @@ def evaluate(
     is restored afterwards. ``class_groups`` (``{name: class indices}``, e.g. a dataset's
     ``class_groups``) adds ``<name>_mIoU`` and ``<name>_Acc`` (:func:`esseg.metrics.group_metrics`).
     ``tile``/``overlap``: sliding-window prediction for large images (:func:`predict_tiled`).
+    ``progress``: a bar, shown only when stderr is a terminal.
     """
     device = torch.device(device)
     model = unwrap(model)
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
-    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not (progress and interactive()),
+                               dynamic_ncols=True):
         if isinstance(images, list):  # a batch of mixed sizes (engine.data.eval_collate): one by one
             for image, label in zip(images, labels):
                 cm.update(predict_images(model, image[None].to(device), amp, tile, overlap), label[None].to(device))

@@ -16,9 +16,10 @@ run needs is in the checkpoint, and the data order depends only on (seed, iterat
 run resumed from ``last.pt`` ends with exactly the weights of an uninterrupted run. A resumed run
 may be longer than the first (``--iters``): the poly schedule then decays to the new total.
 
-The run folder: training into a folder that holds another run is refused unless resuming or
-``train.overwrite`` (which deletes that run's files first); temporary files of a save that was
-killed are removed at the start. SIGINT/SIGTERM let the current step finish, save ``last.pt``
+The run folder (its layout: :class:`esseg.engine.run.RunFolder`): training into a folder that
+holds another run is refused unless resuming or ``train.overwrite`` (which deletes that run's
+files first); temporary files of a save that was killed are removed at the start. Progress: a
+bar on a terminal, a plain line every ``log_every`` iterations otherwise (rank 0 only). SIGINT/SIGTERM let the current step finish, save ``last.pt``
 and raise :class:`TrainingInterrupted` (the CLI exits 130/143); a second signal stops at once.
 """
 
@@ -39,7 +40,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from esseg._io import check_output_dir, clean_stale_temps
+from esseg import ESSLoss, PolyLR, SoftmaxCrossEntropyLoss, __version__, build_optimizer
 from esseg.data.frequency import training_class_frequency
 from esseg.engine.checkpoint import (
     check_model_matches, create_model_checked, load_checkpoint, load_model_state, plain, rng_state,
@@ -49,10 +50,12 @@ from esseg.engine.config import Config
 from esseg.engine.data import build_split, eval_loader, train_loader
 from esseg.engine.distributed import DistInfo, all_true, broadcast_buffers, cleanup_distributed, init_distributed
 from esseg.engine.evaluate import evaluate, predict_batch, summary, write_metrics
-from esseg.engine.logging import RunLogger
+from esseg.engine.logging import RunLogger, TrainProgress, interactive
+from esseg.engine.run import RunFolder
 from esseg.viz.images import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
 from esseg.metrics import SUMMARY_KEYS, frequency_group_metrics, group_keys
+from esseg.optim import set_backbone_bn_momentum
 
 
 class NonFiniteLossError(EssegError):
@@ -106,38 +109,6 @@ class StopOnSignal:
         self.restore()
 
 
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")  # their presence means the folder holds a run
-
-
-def prepare_run_folder(out_dir: Path, resume: str | None, overwrite: bool, is_main: bool = True) -> None:
-    """Check the run folder before any work; refuse to mix two runs in it.
-
-    ``out_dir`` must be a writable folder (or creatable). If it already holds a run (any of
-    :data:`RUN_FILES`) and ``resume`` is not set, a ConfigError is raised unless ``overwrite``,
-    which deletes that run's files (``RUN_FILES``, ``eval_*.json``/``eval_*_per_class.csv`` and the
-    TensorBoard event files in ``tb/``; nothing else). Rank 0 (``is_main``) also removes the
-    temporary files of a save that was killed (see :func:`esseg._io.clean_stale_temps`).
-    """
-    check_output_dir(out_dir, "run folder")
-    found = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if found and resume is None and not overwrite:
-        raise ConfigError(
-            f"run folder {out_dir} already holds a run ({', '.join(found)}); continue it with --resume auto, "
-            f"start over with --overwrite (deletes that run's files) or choose another --out"
-        )
-    if not is_main:
-        return
-    if found and resume is None and overwrite:
-        old = [out_dir / name for name in found]
-        old += [*out_dir.glob("eval_*.json"), *out_dir.glob("eval_*_per_class.csv"), *out_dir.glob("tb/events.out.tfevents.*")]
-        for path in old:
-            path.unlink(missing_ok=True)
-        tqdm.write(f"--overwrite: deleted {len(old)} files of the previous run in {out_dir}")
-    stale = clean_stale_temps(out_dir)
-    if stale:
-        tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted save in {out_dir}")
-
-
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -158,8 +129,6 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
 
 def build_criterion(cfg: Config, num_classes: int, ignore_index: int) -> nn.Module:
     """``ESSLoss`` (method ess) or ``SoftmaxCrossEntropyLoss`` (baseline) from ``cfg.loss``."""
-    from esseg import ESSLoss, SoftmaxCrossEntropyLoss
-
     if cfg.model.method == "baseline":
         return SoftmaxCrossEntropyLoss(ignore_index=ignore_index)
     lo = cfg.loss
@@ -172,13 +141,12 @@ def build_criterion(cfg: Config, num_classes: int, ignore_index: int) -> nn.Modu
                    mode=lo.mode, query_stride=lo.query_stride)
 
 
-def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
-    """The checkpoint to resume from: ``None``, ``"auto"`` (``out_dir/last.pt`` if it exists) or a path."""
+def resolve_resume(resume: str | None, run: RunFolder) -> Path | None:
+    """The checkpoint to resume from: ``None``, ``"auto"`` (the run folder's ``last.pt`` if it exists) or a path."""
     if resume is None:
         return None
     if resume == "auto":
-        path = out_dir / "last.pt"
-        return path if path.is_file() else None
+        return run.last if run.last.is_file() else None
     path = Path(resume)
     if not path.is_file():
         raise CheckpointError(f"resume checkpoint {path} not found (use --resume auto to continue from <out>/last.pt)")
@@ -260,21 +228,29 @@ def train(cfg: Config) -> dict:
         cleanup_distributed()
 
 
-def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
-    from esseg import PolyLR, build_optimizer
+def build_optimizer_step(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """The engine's two optimiser steps, in order: set the backbone's BatchNorm momentum to
+    ``optim.backbone_bn_momentum`` (paper: 0.01; :func:`esseg.optim.set_backbone_bn_momentum`),
+    then ``build_optimizer`` with the other ``optim.*`` keys."""
+    options = dataclasses.asdict(cfg.optim)
+    set_backbone_bn_momentum(model, options.pop("backbone_bn_momentum"))
+    return build_optimizer(model, **options)
 
+
+def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     t = cfg.train
-    out_dir = Path(t.out_dir)
+    run = RunFolder(t.out_dir)
+    out_dir = run.path
     start_time = time.time()
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     if t.sync_bn and info.enabled and device.type != "cuda":
         raise ConfigError("train.sync_bn needs CUDA devices; set train.sync_bn=false for CPU runs")
 
-    resume_path = resolve_resume(t.resume, out_dir)
-    prepare_run_folder(out_dir, t.resume, t.overwrite, info.is_main)
+    resume_path = resolve_resume(t.resume, run)
+    run.prepare(t.resume, t.overwrite, info.is_main)
     if info.is_main and t.resume == "auto" and resume_path is None:
-        tqdm.write(f"--resume auto: no {out_dir / 'last.pt'} yet; starting a new run")
+        tqdm.write(f"--resume auto: no {run.last} yet; starting a new run")
 
     # ---- data, model, loss, optimiser
     seed_everything(t.seed)
@@ -287,14 +263,14 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     palette = get_palette(getattr(train_set, "palette", None), num_classes)
     d = cfg.data  # images per class, counted by every rank (no rank idles at a collective meanwhile)
     source = {"dataset": d.dataset, "root": d.root, "split": d.train_split, "options": d.options}
-    class_frequency = training_class_frequency(d.class_frequency, train_set, out_dir / "class_frequency.json", source,
-                                               progress=info.is_main)
+    class_frequency = training_class_frequency(d.class_frequency, train_set, run.class_frequency, source,
+                                               progress=info.is_main and interactive())
 
     model = build_model(cfg, num_classes).to(device)
     criterion = build_criterion(cfg, num_classes, ignore_index)
     if t.sync_bn and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, **dataclasses.asdict(cfg.optim))
+    optimizer = build_optimizer_step(cfg, model)
     scheduler = PolyLR(optimizer, total_iters=t.iters)
     use_amp = t.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -334,8 +310,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     batches = iter(train_loader(train_set, t.batch_size, t.seed, info.rank, info.world_size,
                                 start_iter * t.accum_steps, cfg.data.num_workers, pin))
     val_loader = eval_loader(val_set, t.eval_batch_size, info.rank, info.world_size, cfg.data.num_workers, pin)
-    logger = RunLogger(out_dir, enabled=info.is_main, tensorboard=t.tensorboard)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    logger = RunLogger(run, enabled=info.is_main, tensorboard=t.tensorboard)
+    last_path, best_path = run.last, run.best
     last_saved = start_iter if resume_path is not None else None
 
     def checkpoint(iteration: int) -> dict:
@@ -345,18 +321,18 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
             "iteration": iteration,
             "config": cfg.to_dict(), "model_config": plain(model.config), "class_names": class_names,
             "palette": torch.from_numpy(palette.copy()), "ignore_index": ignore_index,
-            "best_mIoU": best_miou, "metrics": metrics, "esseg_version": _version(), "class_frequency": class_frequency,
+            "best_mIoU": best_miou, "metrics": metrics, "esseg_version": __version__, "class_frequency": class_frequency,
             "train_seconds": train_seconds,
         }
 
     # ---- the loop
     stop_at = t.stop_at or t.iters
     model.train()
-    bar = tqdm(range(start_iter, stop_at), initial=start_iter, total=stop_at, desc="train",
-               disable=not info.is_main, dynamic_ncols=True)
+    # a bar on a terminal; in a log file (CI, `2> log`) a plain line every log_every iterations; rank 0 only
+    progress = TrainProgress(start_iter, stop_at, t.log_every or max(1, stop_at // 10), enabled=info.is_main)
     stop = StopOnSignal().install()  # SIGINT/SIGTERM: finish the step, save last.pt, stop
     try:
-        for it in bar:
+        for it in range(start_iter, stop_at):
             try:
                 tick = time.perf_counter()
                 values = train_step(ddp_model, criterion, optimizer, scaler, batches, device, t.accum_steps, use_amp)
@@ -367,7 +343,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
             lrs = {f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
             scheduler.step()
             done = it + 1
-            bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+            progress.update(done, values["loss"], train_seconds)
             if t.log_every and (done % t.log_every == 0 or done == 1):
                 logger.log_train(done, {**values, **lrs}, train_seconds)
 
@@ -385,8 +361,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
                 logger.log_eval(done, cfg.data.val_split, metrics, panels, train_seconds)
                 if info.is_main:
                     shown = [*SUMMARY_KEYS, *group_keys(metrics)]
-                    tqdm.write(f"iter {done}: " + "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in shown))
-                    write_metrics(full, out_dir / f"eval_{cfg.data.val_split}.json", out_dir / f"eval_{cfg.data.val_split}_per_class.csv")
+                    progress.write(f"iter {done}: " + "  ".join(f"{k} {100 * metrics[k]:.2f}" for k in shown))
+                    write_metrics(full, run.eval_json(cfg.data.val_split), run.eval_csv(cfg.data.val_split))
                 if best_miou is None or metrics["mIoU"] > best_miou:
                     best_miou = metrics["mIoU"]
                     state = checkpoint(done)
@@ -406,7 +382,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
                 ))
     finally:
         stop.restore()
-        bar.close()
+        progress.close()
         logger.close()
     done = max(start_iter, stop_at)
     return {
@@ -417,13 +393,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     }
 
 
-def _version() -> str:
-    from esseg import __version__
-
-    return __version__
-
-
 __all__ = [
-    "NonFiniteLossError", "StopOnSignal", "TrainingInterrupted", "build_criterion", "build_model", "prepare_run_folder",
+    "NonFiniteLossError", "StopOnSignal", "TrainingInterrupted", "build_criterion", "build_model", "build_optimizer_step",
     "resolve_resume", "seed_everything", "train", "train_step",
 ]

@@ -18,6 +18,36 @@ def _upsample(out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
 
 
+def input_multiple(net: nn.Module) -> int:
+    """The multiple of H and W that ``net`` needs: its encoder's output stride for
+    segmentation_models_pytorch networks (16 for DeepLabV3+ at output stride 16, 32 for U-Net,
+    FPN, ...), 1 for a network without ``encoder.output_stride`` or that takes any size."""
+    if not getattr(net, "requires_divisible_input_shape", True):
+        return 1
+    return max(1, int(getattr(getattr(net, "encoder", None), "output_stride", 1) or 1))
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad (B, C, H, W) at the bottom and right to H', W' = the next multiples of ``multiple``.
+
+    Zero is the mean of normalised images. Written with sizes read from ``images`` only, so it
+    traces and exports with dynamic height and width.
+    """
+    h, w = images.shape[-2], images.shape[-1]
+    return F.pad(images, (0, (multiple - w % multiple) % multiple, 0, (multiple - h % multiple) % multiple))
+
+
+def forward_any_size(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(images)`` for images of any H, W: pad to ``model.input_multiple``, run, crop back.
+
+    ``(B, 3, H, W) -> (B, channels, H, W)``; equals ``model(pad_to_multiple(images, m))[..., :H, :W]``.
+    The one padding path of prediction: ``predict``, ``predict_topk`` and the exported graph
+    (:class:`esseg.export.LabelMapModel`) call it.
+    """
+    h, w = images.shape[-2], images.shape[-1]
+    return model(pad_to_multiple(images, model.input_multiple))[:, :, :h, :w]
+
+
 def _split_params(net: nn.Module) -> dict[str, list[nn.Parameter]]:
     backbone = list(net.encoder.parameters()) if isinstance(getattr(net, "encoder", None), nn.Module) else []
     ids = {id(p) for p in backbone}
@@ -81,8 +111,8 @@ class EmbeddingSegmenter(nn.Module):
         num_classes: C. embedding_dim: d. normalize: project both onto the unit sphere.
 
     Shapes:
-        forward: (B, 3, H, W) -> pixel_embeddings (B, d, H, W)
-        class_embeddings(): (C, d); predict: (B, 3, H, W) -> (B, H, W) int64
+        forward: (B, 3, H, W) -> pixel_embeddings (B, d, H, W), H and W multiples of ``input_multiple``
+        class_embeddings(): (C, d); predict: (B, 3, H, W) of any H, W -> (B, H, W) int64
     """
 
     is_embedding = True
@@ -109,18 +139,25 @@ class EmbeddingSegmenter(nn.Module):
         """The (C, d) class embeddings, unit length when ``normalize=True``."""
         return F.normalize(self.class_table, dim=1) if self.normalize else self.class_table
 
+    @property
+    def input_multiple(self) -> int:
+        """H and W of ``forward``'s input must be multiples of this (:func:`input_multiple` of ``net``)."""
+        return input_multiple(self.net)
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, H, W) int64: each pixel's nearest class embedding.
+        """(B, 3, H, W) of any H, W -> (B, H, W) int64: each pixel's nearest class embedding.
 
-        Raises :class:`~esseg.errors.NonFiniteError` when the embeddings hold NaN/inf (a diverged model).
+        ``label = argmin_c ||x - mu_c||^2`` on ``x = forward_any_size(self, images)`` (padded to
+        :attr:`input_multiple`, cropped back). Raises :class:`~esseg.errors.NonFiniteError`
+        when the embeddings hold NaN/inf (a diverged model).
         """
-        return nearest_class(self(images), self.class_embeddings())
+        return nearest_class(forward_any_size(self, images), self.class_embeddings())
 
     @torch.no_grad()
     def predict_topk(self, images: torch.Tensor, k: int = 5) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, k, H, W) int64: the k nearest classes per pixel, nearest first."""
-        return nearest_class(self(images), self.class_embeddings(), k=k)
+        """(B, 3, H, W) of any H, W -> (B, k, H, W) int64: the k nearest classes per pixel, nearest first."""
+        return nearest_class(forward_any_size(self, images), self.class_embeddings(), k=k)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by optimiser group: ``backbone`` (``net.encoder``), ``head``, ``class_embeddings``."""
@@ -146,17 +183,23 @@ class BaselineSegmenter(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return _upsample(self.net(images), images.shape[-2:])
 
+    @property
+    def input_multiple(self) -> int:
+        """H and W of ``forward``'s input must be multiples of this (:func:`input_multiple` of ``net``)."""
+        return input_multiple(self.net)
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, H, W) int64: ``argmax_c`` of the logits (NonFiniteError on NaN/inf logits)."""
-        logits = self(images)
+        """(B, 3, H, W) of any H, W -> (B, H, W) int64: ``argmax_c`` of the logits of
+        :func:`forward_any_size` (NonFiniteError on NaN/inf logits)."""
+        logits = forward_any_size(self, images)
         check_finite(logits, "logits")
         return logits.argmax(1)
 
     @torch.no_grad()
     def predict_topk(self, images: torch.Tensor, k: int = 5) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, k, H, W) int64: the k highest-scoring classes per pixel."""
-        logits = self(images)
+        """(B, 3, H, W) of any H, W -> (B, k, H, W) int64: the k highest-scoring classes per pixel."""
+        logits = forward_any_size(self, images)
         check_finite(logits, "logits")
         return logits.topk(k, dim=1).indices
 
