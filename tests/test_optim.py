@@ -5,6 +5,9 @@ import torch
 from torch import nn
 
 from esseg import PolyLR, build_optimizer, create_model
+from esseg.engine.config import load_config
+from esseg.engine.train import build_model, build_optimizer_step
+from esseg.optim import set_backbone_bn_momentum
 
 
 def test_groups_follow_the_paper():
@@ -19,10 +22,34 @@ def test_groups_follow_the_paper():
     assert groups["head"]["weight_decay"] == 1e-4 and groups["class_embeddings"]["weight_decay"] == 0
     n_params = sum(len(g["params"]) for g in opt.param_groups)
     assert n_params == len(list(model.parameters()))
+
+
+def test_build_optimizer_leaves_the_model_unchanged():
+    model = create_model(num_classes=10, embedding_dim=6)
+    before = {name: m.momentum for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    build_optimizer(model, lr=0.01)
+    assert before and {name: m.momentum for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)} == before
+
+
+def test_set_backbone_bn_momentum_changes_the_backbone_only():
+    model = create_model(num_classes=10, embedding_dim=6)
     bns = [m for m in model.net.encoder.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(m.momentum == 0.01 for m in bns)
+    assert set_backbone_bn_momentum(model, 0.01) == len(bns) > 0
+    assert all(m.momentum == 0.01 for m in bns)
     head_bns = [m for m in model.net.decoder.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert all(m.momentum == 0.1 for m in head_bns)
+    assert head_bns and all(m.momentum == 0.1 for m in head_bns)
+    assert set_backbone_bn_momentum(model, None) == 0 and all(m.momentum == 0.01 for m in bns)
+    assert set_backbone_bn_momentum(nn.Sequential(nn.BatchNorm2d(3)), 0.5) == 0  # no net.encoder: nothing to do
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        set_backbone_bn_momentum(model, 1.5)
+
+
+def test_engine_sets_the_configured_bn_momentum_then_builds_the_optimizer():
+    cfg = load_config(None, ["optim.backbone_bn_momentum=0.05", "optim.lr=0.02"])
+    model = build_model(cfg, 5)
+    opt = build_optimizer_step(cfg, model)
+    assert all(m.momentum == 0.05 for m in model.net.encoder.modules() if isinstance(m, nn.BatchNorm2d))
+    assert {g["name"]: g["lr"] for g in opt.param_groups}["head"] == 0.02
 
 
 def test_baseline_has_no_class_group():

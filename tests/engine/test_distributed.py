@@ -20,6 +20,8 @@ def test_two_process_gloo_train_and_eval_match_single_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained to iteration") == 1 and proc.stdout.count("iter 2:") == 1  # rank 0 only
+    assert "\r" not in proc.stderr  # not a terminal: plain progress lines
     distributed = json.loads((out / "eval_val.json").read_text())
     assert distributed["num_pixels"] == 5 * 32 * 32
 
