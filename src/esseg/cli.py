@@ -19,6 +19,9 @@ import importlib
 import os
 import sys
 
+from esseg import __version__
+from esseg.errors import EssegError
+
 # Modules that contribute subcommands, in the order they appear in ``esseg --help``.
 COMMAND_MODULES = (
     "esseg.engine.commands",
@@ -77,8 +80,6 @@ def _int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from esseg import __version__
-
     parser = argparse.ArgumentParser(
         prog="esseg",
         description="Embedding-based scalable semantic segmentation (ESS).",
@@ -99,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def error_line(err: BaseException) -> str | None:
     """The one-line message for an error a user can act on, or ``None`` for a bug (keep the traceback)."""
-    from esseg.errors import EssegError
-
     if isinstance(err, EssegError):
         return str(err)
     if isinstance(err, OSError):

@@ -1,4 +1,4 @@
-"""``esseg data inspect`` and (when its module exists) ``esseg build-coco-lvis``."""
+"""``esseg data inspect`` and ``esseg build-coco-lvis``."""
 
 from __future__ import annotations
 
@@ -6,20 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from esseg._io import atomic_write_text, check_output_file, json_dumps
-from esseg.cli import non_negative_int
-
 import yaml
 
-from esseg._io import atomic_write_text
+from esseg._io import atomic_write_text, check_output_file, json_dumps
+from esseg.cli import non_negative_int
+from esseg.data import DATASETS
+from esseg.data.coco_lvis_builder import register_cli
+from esseg.data.inspect import format_report, inspect_dataset
 from esseg.errors import ConfigError
-
-BUILDER = "esseg.data.coco_lvis_builder"
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from esseg.data.inspect import format_report, inspect_dataset
-
     if args.json and args.json != "-":
         check_output_file(args.json, "--json file")  # before the scan, not after it
     report = inspect_dataset(
@@ -50,9 +47,7 @@ def _options(text: str | None) -> dict:
 
 
 def register(subparsers) -> None:
-    """Add ``data inspect`` (and ``build-coco-lvis`` once its module exists) to the CLI."""
-    from esseg.data import DATASETS
-
+    """Add ``data inspect`` and ``build-coco-lvis`` to the CLI."""
     data = subparsers.add_parser("data", help="check datasets on disk")
     data.set_defaults(func=lambda args: data.print_help() or 2)
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -71,10 +66,4 @@ def register(subparsers) -> None:
     p.add_argument("--options", metavar="YAML", help="dataset options as in data.options, e.g. '{label_suffix: _gt}'")
     p.set_defaults(func=_inspect)
 
-    try:
-        from esseg.data.coco_lvis_builder import register_cli
-    except ModuleNotFoundError as err:
-        if err.name != BUILDER:
-            raise
-    else:
-        register_cli(subparsers)
+    register_cli(subparsers)

@@ -88,7 +88,7 @@ def training_class_frequency(setting: str | None, dataset, cache: str | Path, so
             run does not count again; ``"none"``/``None``: skip; anything else: a JSON file for
             :func:`read_class_frequency` (e.g. an ``esseg data inspect --json`` report).
         dataset: the training split.
-        cache: the run folder's ``class_frequency.json``.
+        cache: the run folder's ``class_frequency.json`` (``esseg.engine.run.RunFolder.class_frequency``).
         source: what identifies the counts (dataset name, root, split, options); a cache
             written for another source is recomputed.
 

@@ -25,7 +25,8 @@ import torch
 
 from esseg._io import atomic_write
 from esseg.engine.config import short_repr
-from esseg.errors import CheckpointError, ConfigError
+from esseg.errors import CheckpointError, ConfigError, EssegError
+from esseg.models import create_model
 
 
 def rng_state() -> dict:
@@ -106,9 +107,6 @@ def plain(value):
 
 def create_model_checked(**kwargs) -> torch.nn.Module:
     """``esseg.create_model(**kwargs)`` with library errors turned into one-line ConfigErrors."""
-    from esseg import create_model
-    from esseg.errors import EssegError
-
     try:
         return create_model(**kwargs)
     except EssegError:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from esseg.data import build_dataset
+from esseg.data.transforms import build_transforms
 from esseg.engine.config import Config, crop_hw, short_repr
 from esseg.errors import ConfigError, DatasetError, EssegError
 
@@ -40,8 +41,6 @@ def build_split(cfg: Config, split: str, train: bool):
     except TypeError as err:
         raise ConfigError(f"data.options {short_repr(options)} not accepted by dataset {d.dataset!r}: {err}") from None
     if d.crop_size is not None:
-        from esseg.data.transforms import build_transforms
-
         # built after the dataset: ignore_index (the label of padded pixels) may depend on its options
         dataset.transforms = build_transforms(
             train, crop_hw(d.crop_size), dataset.ignore_index, scale_range=tuple(d.scale_range), flip=d.flip,

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import argparse
 
+from esseg.engine.distributed import resolve_device
+from esseg.export import export_embeddings, export_model
+from esseg.viz.analysis import (
+    DataOptions, class_iou_figure, dendrogram_figure, norms_figure, panels_figure, projection_figure, rgb_figure,
+)
+
 
 def _device(args):
-    from esseg.engine.distributed import resolve_device  # noqa: PLC0415
-
     return resolve_device(args.device or "cpu")
 
 
 def _data(args):
-    from esseg.viz.analysis import DataOptions  # noqa: PLC0415
-
     return DataOptions(split=args.split, data_root=args.data_root, dataset=args.dataset, overrides=args.overrides)
 
 
@@ -28,8 +30,6 @@ def _done(result: dict, what: str) -> int:
 
 def cmd_norms(args) -> int:
     """``esseg viz norms``."""
-    from esseg.viz.analysis import norms_figure  # noqa: PLC0415
-
     result = norms_figure(args.checkpoint, args.out, _data(args), args.num_samples, _device(args))
     if result["note"]:
         print("note: the model normalises its embeddings; the raw class_table lengths do not affect its predictions")
@@ -40,8 +40,6 @@ def cmd_norms(args) -> int:
 
 def cmd_projection(args) -> int:
     """``esseg viz projection``."""
-    from esseg.viz.analysis import projection_figure  # noqa: PLC0415
-
     result = projection_figure(args.checkpoint, args.out, _data(args), args.index, args.method, args.max_pixels,
                                args.seed, _device(args))
     return _done(result, f"{args.method} projection of sample {args.index}")
@@ -49,15 +47,11 @@ def cmd_projection(args) -> int:
 
 def cmd_rgb(args) -> int:
     """``esseg viz rgb``."""
-    from esseg.viz.analysis import rgb_figure  # noqa: PLC0415
-
     return _done(rgb_figure(args.checkpoint, args.out, _data(args), args.index, _device(args)), "embeddings as RGB")
 
 
 def cmd_dendrogram(args) -> int:
     """``esseg viz dendrogram``."""
-    from esseg.viz.analysis import dendrogram_figure  # noqa: PLC0415
-
     result = dendrogram_figure(args.checkpoint, args.out, _data(args), args.top, args.num_samples, args.linkage,
                                _device(args))
     return _done(result, f"dendrogram of {len(result['leaves'])} classes")
@@ -65,8 +59,6 @@ def cmd_dendrogram(args) -> int:
 
 def cmd_class_iou(args) -> int:
     """``esseg viz class-iou``."""
-    from esseg.viz.analysis import class_iou_figure  # noqa: PLC0415
-
     result = class_iou_figure(args.checkpoint, args.out, _data(args), args.compare, args.num_samples,
                               args.batch_size, _device(args))
     for m, name in zip(result["metrics"], ["checkpoint", "compare"]):
@@ -76,16 +68,12 @@ def cmd_class_iou(args) -> int:
 
 def cmd_panels(args) -> int:
     """``esseg viz panels``."""
-    from esseg.viz.analysis import panels_figure  # noqa: PLC0415
-
     result = panels_figure(args.checkpoint, args.out, _data(args), args.compare, args.index, args.num, _device(args))
     return _done(result, "prediction panels")
 
 
 def cmd_export_embeddings(args) -> int:
     """``esseg export-embeddings``."""
-    from esseg.export import export_embeddings  # noqa: PLC0415
-
     result = export_embeddings(args.checkpoint, args.out)
     c, d = result["embeddings"].shape
     print(f"wrote {c} class embeddings of dimension {d}: {result['pt']}, {result['npy']}, {result['tsv']}")
@@ -94,8 +82,6 @@ def cmd_export_embeddings(args) -> int:
 
 def cmd_export(args) -> int:
     """``esseg export``."""
-    from esseg.export import export_model  # noqa: PLC0415
-
     result = export_model(args.checkpoint, args.out, args.format, args.size, args.seed)
     shapes = ", ".join("x".join(map(str, s)) for s in result["checked"])
     print(f"wrote {result['format']} {result['method']} model: {result['path']} "
