@@ -3,7 +3,7 @@
 The public API: models (:func:`create_model`, :class:`EmbeddingSegmenter`), kNN search
 (:func:`knn_search`), losses (:func:`knn_cross_entropy`, :func:`exact_cross_entropy`,
 :func:`max_margin_loss`, :class:`ESSLoss`), prediction (:func:`nearest_class`) and the
-optimiser recipe (:func:`build_optimizer`, :class:`PolyLR`).
+optimiser recipe (:func:`build_optimizer`, :class:`PolyLR`, :func:`set_backbone_bn_momentum`).
 """
 
 __version__ = "0.1.0"
@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from esseg.knn import knn_search
 from esseg.losses import ESSLoss, SoftmaxCrossEntropyLoss, exact_cross_entropy, knn_cross_entropy, max_margin_loss
 from esseg.models import BaselineSegmenter, EmbeddingSegmenter, create_model, nearest_class
-from esseg.optim import PolyLR, build_optimizer
+from esseg.optim import PolyLR, build_optimizer, set_backbone_bn_momentum
 
 __all__ = [
     "BaselineSegmenter",
@@ -27,4 +27,5 @@ __all__ = [
     "knn_search",
     "max_margin_loss",
     "nearest_class",
+    "set_backbone_bn_momentum",
 ]

@@ -1,4 +1,4 @@
-"""``esseg data inspect`` and ``esseg build-coco-lvis``."""
+"""``esseg data inspect`` and (when its module exists) ``esseg build-coco-lvis``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import yaml
 from esseg._io import atomic_write_text, check_output_file, json_dumps
 from esseg.cli import non_negative_int
 from esseg.data import DATASETS
-from esseg.data.coco_lvis_builder import register_cli
 from esseg.data.inspect import format_report, inspect_dataset
 from esseg.errors import ConfigError
+
+BUILDER = "esseg.data.coco_lvis_builder"
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def _options(text: str | None) -> dict:
 
 
 def register(subparsers) -> None:
-    """Add ``data inspect`` and ``build-coco-lvis`` to the CLI."""
+    """Add ``data inspect`` (and ``build-coco-lvis`` once its module exists) to the CLI."""
     data = subparsers.add_parser("data", help="check datasets on disk")
     data.set_defaults(func=lambda args: data.print_help() or 2)
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -66,4 +67,10 @@ def register(subparsers) -> None:
     p.add_argument("--options", metavar="YAML", help="dataset options as in data.options, e.g. '{label_suffix: _gt}'")
     p.set_defaults(func=_inspect)
 
-    register_cli(subparsers)
+    try:  # looked up at registration, so the CLI also works without the builder
+        from esseg.data.coco_lvis_builder import register_cli
+    except ModuleNotFoundError as err:
+        if err.name != BUILDER:
+            raise
+    else:
+        register_cli(subparsers)
