@@ -60,3 +60,12 @@ def test_set_reaches_the_step_and_owned_keys_are_refused():
         resolve_settings(_args("loss.k=3"), FULL, QUICK)
     with pytest.raises(EssegError, match="unknown config key 'loss.nope'"):
         resolve_settings(_args("loss.nope=1"), FULL, QUICK)
+
+
+def test_the_step_builder_sets_the_backbone_bn_momentum_as_the_engine_does():
+    assert common.build_optimizer_step is engine.build_optimizer_step  # one named step, shared
+    t = build_training("ess", 10, _settings(optim={"backbone_bn_momentum": 0.05}), torch.device("cpu"))
+    backbone = [m for m in t.model.net.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    head = [m for m in t.model.net.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert backbone and all(m.momentum == 0.05 for m in backbone)
+    assert head and all(m.momentum == 0.1 for m in head)
