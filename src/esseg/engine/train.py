@@ -19,8 +19,9 @@ may be longer than the first (``--iters``): the poly schedule then decays to the
 The run folder (its layout: :class:`esseg.engine.run.RunFolder`): training into a folder that
 holds another run is refused unless resuming or ``train.overwrite`` (which deletes that run's
 files first); temporary files of a save that was killed are removed at the start. Progress: a
-bar on a terminal, a plain line every ``log_every`` iterations otherwise (rank 0 only). SIGINT/SIGTERM let the current step finish, save ``last.pt``
-and raise :class:`TrainingInterrupted` (the CLI exits 130/143); a second signal stops at once.
+bar on a terminal, else a plain line every ``log_every`` iterations (rank 0 only).
+SIGINT/SIGTERM let the current step finish, save ``last.pt`` and raise
+:class:`TrainingInterrupted` (the CLI exits 130/143); a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from esseg import ESSLoss, PolyLR, SoftmaxCrossEntropyLoss, __version__, build_optimizer
+from esseg import ESSLoss, PolyLR, SoftmaxCrossEntropyLoss, __version__, build_optimizer, set_backbone_bn_momentum
 from esseg.data.frequency import training_class_frequency
 from esseg.engine.checkpoint import (
     check_model_matches, create_model_checked, load_checkpoint, load_model_state, plain, rng_state,
@@ -55,7 +56,6 @@ from esseg.engine.run import RunFolder
 from esseg.viz.images import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
 from esseg.metrics import SUMMARY_KEYS, frequency_group_metrics, group_keys
-from esseg.optim import set_backbone_bn_momentum
 
 
 class NonFiniteLossError(EssegError):
