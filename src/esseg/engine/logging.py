@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from esseg._io import json_dumps
@@ -84,7 +83,9 @@ class RunLogger:
         run = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
         run.path.mkdir(parents=True, exist_ok=True)
         self._file = run.metrics.open("a")
-        if tensorboard:
+        if tensorboard:  # imported here: it pulls in ~190 modules (protobuf, ...), needed only for TensorBoard runs
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+
             self.writer = SummaryWriter(str(run.tensorboard))
 
     def _write(self, record: dict, train_seconds: float | None) -> None:
