@@ -44,6 +44,7 @@ from esseg.engine.logging import RunLogger
 from esseg.engine.visual import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
 from esseg.metrics import SUMMARY_KEYS, frequency_group_metrics, group_keys
+from esseg.models.class_encoders import read_class_list
 
 
 class NonFiniteLossError(EssegError):
@@ -57,15 +58,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: Config, num_classes: int) -> nn.Module:
-    """The network ``cfg.model`` describes, for ``num_classes`` classes (ESS or baseline)."""
+def build_model(cfg: Config, num_classes: int, dataset=None) -> nn.Module:
+    """The network ``cfg.model`` describes, for ``num_classes`` classes (ESS or baseline).
+
+    A class encoder's descriptions come from ``model.class_attributes`` / ``model.text_features``
+    or, for ``attributes``, from the training ``dataset`` (see :func:`class_encoder_options`).
+    """
     m = cfg.model
+    extra = {"normalize": m.normalize} if m.method == "ess" else {}
+    if m.class_encoder != "table":
+        extra.update(class_encoder=m.class_encoder, class_encoder_options=class_encoder_options(cfg, num_classes, dataset))
     return create_model_checked(
         arch=m.arch, encoder=m.encoder, num_classes=num_classes,
         embedding_dim=m.embedding_dim if m.method == "ess" else None,
-        encoder_weights=m.encoder_weights, output_stride=m.output_stride,
-        **({"normalize": m.normalize} if m.method == "ess" else {}),
+        encoder_weights=m.encoder_weights, output_stride=m.output_stride, **extra,
     )
+
+
+def class_encoder_options(cfg: Config, num_classes: int, dataset=None) -> dict:
+    """``create_model``'s ``class_encoder_options`` for ``cfg.model``: its options plus the descriptions.
+
+    ``attributes``: the token lists of ``model.class_attributes`` (a TSV), else ``dataset.class_attributes``,
+    else ``<data.root>/class_attributes.tsv``. ``text``: ``model.text_features``.
+    """
+    m = cfg.model
+    options = dict(m.class_encoder_options)
+    if m.class_encoder == "text":
+        options["text_features"] = m.text_features
+    elif m.class_encoder == "attributes":
+        tsv = m.class_attributes or (Path(cfg.data.root) / "class_attributes.tsv" if cfg.data.root else None)
+        if m.class_attributes is None and getattr(dataset, "class_attributes", None) is not None:
+            options["class_attributes"] = dataset.class_attributes
+        elif tsv is not None and Path(tsv).is_file():
+            options["class_attributes"] = read_class_list(tsv, num_classes)[1]
+        else:
+            where = f" (no {tsv})" if tsv is not None else ""
+            raise ConfigError(f"model.class_encoder=attributes needs class descriptions: dataset {cfg.data.dataset!r} has no "
+                              f"class_attributes{where}; pass model.class_attributes=FILE.tsv (lines id<TAB>token token ...)")
+    return options
 
 
 def build_criterion(cfg: Config, num_classes: int, ignore_index: int) -> nn.Module:
@@ -197,7 +227,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     class_frequency = training_class_frequency(d.class_frequency, train_set, out_dir / "class_frequency.json", source,
                                                progress=info.is_main)
 
-    model = build_model(cfg, num_classes).to(device)
+    model = build_model(cfg, num_classes, train_set).to(device)
     criterion = build_criterion(cfg, num_classes, ignore_index)
     if t.sync_bn and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -311,4 +341,4 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["NonFiniteLossError", "build_criterion", "build_model", "resolve_resume", "seed_everything", "train", "train_step"]
+__all__ = ["NonFiniteLossError", "build_criterion", "build_model", "class_encoder_options", "resolve_resume", "seed_everything", "train", "train_step"]
