@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "esseg.data.commands",
     "esseg.bench.commands",
     "esseg.viz.commands",
+    "esseg.models.commands",
 )
 
 

@@ -81,7 +81,8 @@ def cmd_eval(args) -> int:
 
     updates = {"data.root": args.data_root, "data.dataset": args.dataset}
     metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size,
-                                  freq_thresholds=_thresholds(args.freq_thresholds), class_frequency=args.class_frequency)
+                                  freq_thresholds=_thresholds(args.freq_thresholds), class_frequency=args.class_frequency,
+                                  classes=args.classes)
     if not _is_rank0():
         return 0
     ckpt = Path(args.checkpoint)
@@ -121,7 +122,7 @@ def cmd_predict(args) -> int:
     from esseg.engine.distributed import resolve_device
     from esseg.engine.predict import predict_files
 
-    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"))
+    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"), classes=args.classes)
     print(f"wrote {len(written) // 3} predictions (label, color, overlay PNGs) to {args.out}")
     return 0
 
@@ -147,6 +148,10 @@ def cmd_demo(args) -> int:
 
 
 # ---------------------------------------------------------------------------- register
+
+CLASSES_HELP = ("a class list to use instead of the training classes (models with model.class_encoder=attributes/text): "
+                "a .tsv of 'id<TAB>token token ...[<TAB>name]' lines, or a C x D .npy/.pt text-feature file (names from "
+                "the .txt of the same stem)")
 
 
 def register(subparsers) -> None:
@@ -182,6 +187,7 @@ def register(subparsers) -> None:
     p.add_argument("--class-frequency", metavar="FILE",
                    help="images per class from `esseg data inspect --split <train split> --json FILE` "
                         "(default: the class_frequency the checkpoint records)")
+    p.add_argument("--classes", metavar="FILE", help=CLASSES_HELP + "; the dataset's labels must index it")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser(
@@ -193,6 +199,7 @@ def register(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.add_argument("--classes", metavar="FILE", help=CLASSES_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser(

@@ -17,6 +17,7 @@ from esseg.engine.data import build_split, eval_loader
 from esseg.engine.distributed import cleanup_distributed, init_distributed
 from esseg.errors import CheckpointError
 from esseg.metrics import FREQUENCY_THRESHOLDS, ConfusionMatrix, frequency_group_metrics, group_metrics
+from esseg.models.class_encoders import load_class_list
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -25,19 +26,29 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def predict_batch(model: torch.nn.Module, images: torch.Tensor, amp: bool = False, multiple: int = 32) -> torch.Tensor:
+def predict_batch(model: torch.nn.Module, images: torch.Tensor, amp: bool = False, multiple: int = 32,
+                  class_embeddings: torch.Tensor | None = None) -> torch.Tensor:
     """``model.predict`` on ``(B, 3, H, W)`` images of any size -> ``(B, H, W)`` int64.
 
     The images are zero-padded (the normalised mean) at the bottom/right up to a multiple of
     ``multiple`` pixels, which the encoders need, and the prediction is cropped back.
+    ``class_embeddings`` (C', d): predict over that class list instead (ESS models only).
     """
     h, w = images.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     if ph or pw:
         images = F.pad(images, (0, pw, 0, ph))
+    extra = {} if class_embeddings is None else {"class_embeddings": class_embeddings}
     with torch.autocast(images.device.type, enabled=amp):
-        pred = unwrap(model).predict(images)
+        pred = unwrap(model).predict(images, **extra)
     return pred[..., :h, :w]
+
+
+def swapped_classes(model: torch.nn.Module, classes: str | Path) -> tuple[list[str], torch.Tensor]:
+    """Names and (C', d) embeddings of the class list in file ``classes`` (a label-set swap)."""
+    names, descriptions = load_class_list(classes, unwrap(model).config.get("class_encoder", "table"))
+    with torch.no_grad():
+        return names, unwrap(model).class_embeddings(descriptions)
 
 
 @torch.no_grad()
@@ -51,6 +62,7 @@ def evaluate(
     amp: bool = False,
     progress: bool = False,
     class_groups: dict | None = None,
+    class_embeddings: torch.Tensor | None = None,
 ) -> dict:
     """Single-scale evaluation of ``model`` on ``loader`` -> :func:`esseg.metrics.compute_metrics`.
 
@@ -59,6 +71,7 @@ def evaluate(
     rank returns the same numbers, equal to a single-process run. The model's train/eval mode
     is restored afterwards. ``class_groups`` (``{name: class indices}``, e.g. a dataset's
     ``class_groups``) adds ``<name>_mIoU`` and ``<name>_Acc`` (:func:`esseg.metrics.group_metrics`).
+    ``class_embeddings`` (``num_classes``, d) predicts over another class list (label-set swap).
     """
     device = torch.device(device)
     model = unwrap(model)
@@ -66,7 +79,7 @@ def evaluate(
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-        pred = predict_batch(model, images.to(device, non_blocking=True), amp=amp)
+        pred = predict_batch(model, images.to(device, non_blocking=True), amp=amp, class_embeddings=class_embeddings)
         cm.update(pred, labels.to(device, non_blocking=True))
     cm.all_reduce()
     model.train(was_training)
@@ -111,6 +124,7 @@ def evaluate_checkpoint(
     progress: bool = True,
     freq_thresholds: tuple[int, int] = FREQUENCY_THRESHOLDS,
     class_frequency: str | Path | None = None,
+    classes: str | Path | None = None,
 ) -> dict:
     """Evaluate a training checkpoint on ``split`` of the dataset it was trained on.
 
@@ -122,6 +136,11 @@ def evaluate_checkpoint(
     :func:`esseg.metrics.frequency_group_metrics`, split at ``freq_thresholds`` training images)
     are added when the checkpoint records ``class_frequency`` or a ``class_frequency`` JSON file
     (an ``esseg data inspect --json`` report of the training split) is given.
+
+    ``classes`` (a class list file, see :func:`esseg.models.class_encoders.load_class_list`)
+    evaluates a class-encoder model over that list instead of its training classes: the
+    dataset's labels must index the list, and the metrics are per class of the list (no
+    frequency groups, which count the training classes).
     """
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(apply_overrides(ckpt["config"], overrides, updates))
@@ -129,20 +148,28 @@ def evaluate_checkpoint(
     try:
         dataset = build_split(cfg, split, train=False)
         model = model_from_checkpoint(ckpt, checkpoint, dev)
-        if dataset.num_classes != model.num_classes:
+        swap = None
+        if classes is not None:
+            names, swap = swapped_classes(model, classes)
+            if dataset.num_classes != len(names):
+                raise CheckpointError(f"--classes {classes} lists {len(names)} classes but dataset {cfg.data.dataset!r} ({split}) "
+                                      f"has {dataset.num_classes}; its labels must index the class list")
+        elif dataset.num_classes != model.num_classes:
             raise CheckpointError(
                 f"checkpoint {checkpoint} predicts {model.num_classes} classes but dataset "
                 f"{cfg.data.dataset!r} ({split}) has {dataset.num_classes}; evaluate it on the label space it was trained on"
             )
         loader = eval_loader(dataset, batch_size or cfg.train.eval_batch_size, info.rank, info.world_size,
                              cfg.data.num_workers, pin_memory=dev.type == "cuda")
-        names = [str(c) for c in dataset.classes]
+        if swap is None:
+            names = [str(c) for c in dataset.classes]
         frequency = (read_class_frequency(class_frequency, dataset.num_classes).tolist() if class_frequency
-                     else ckpt.get("class_frequency"))
+                     else ckpt.get("class_frequency") if swap is None else None)
         if frequency is not None and len(frequency) != dataset.num_classes:
             raise CheckpointError(f"checkpoint {checkpoint} records class_frequency for {len(frequency)} classes, not {dataset.num_classes}")
         metrics = evaluate(model, loader, dataset.num_classes, dataset.ignore_index, dev, names,
-                           progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None))
+                           progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None),
+                           class_embeddings=swap)
         if frequency is not None:
             metrics.update(frequency_group_metrics(metrics, frequency, freq_thresholds))
         return metrics
@@ -150,4 +177,4 @@ def evaluate_checkpoint(
         cleanup_distributed()
 
 
-__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "summary", "unwrap", "write_metrics"]
+__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "summary", "swapped_classes", "unwrap", "write_metrics"]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from esseg.data.base import to_tensors
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from esseg.engine.evaluate import predict_batch
+from esseg.engine.evaluate import predict_batch, swapped_classes
 from esseg.engine.visual import colorize, get_palette, overlay
 from esseg.errors import EssegError
 
@@ -57,13 +57,19 @@ def save_prediction(out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarra
     return paths
 
 
-def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device="cpu") -> list[Path]:
-    """Predict every image in ``inputs`` with the model in ``checkpoint``; return the written files."""
+def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device="cpu",
+                  classes: str | Path | None = None) -> list[Path]:
+    """Predict every image in ``inputs`` with the model in ``checkpoint``; return the written files.
+
+    ``classes``: a class list file; a class-encoder model then predicts over that list (label-set
+    swap; label ids index the list, colours from a default palette unless it has the training C).
+    """
     files = collect_images(inputs)
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint, device)
-    num_classes = model.num_classes
-    palette = get_palette(ckpt.get("palette"), num_classes)
+    swap = swapped_classes(model, classes)[1] if classes is not None else None
+    num_classes = model.num_classes if swap is None else len(swap)
+    palette = get_palette(ckpt.get("palette") if num_classes == model.num_classes else None, num_classes)
     out_dir = Path(out_dir)
     written: list[Path] = []
     used: dict[str, int] = {}
@@ -73,7 +79,7 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
         except OSError as err:
             raise EssegError(f"cannot read image {path}: {err}") from None
         image, _ = to_tensors(pil, np.zeros((pil.height, pil.width), dtype=np.int64))
-        pred = predict_batch(model, image[None].to(device))[0].cpu().numpy()
+        pred = predict_batch(model, image[None].to(device), class_embeddings=swap)[0].cpu().numpy()
         stem = path.stem
         used[stem] = used.get(stem, 0) + 1
         if used[stem] > 1:  # same file name in two folders

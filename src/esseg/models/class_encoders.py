@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from esseg._io import atomic_write_text
 from esseg.errors import ConfigError
 
 CHUNK_SIZE = 65536  # classes per chunk of the MLP
@@ -352,6 +353,13 @@ def read_class_list(path: str | Path, num_classes: int | None = None) -> tuple[l
     return names, attrs
 
 
+def write_class_list(path: str | Path, class_attributes: Sequence[Sequence[str]], names: Sequence[str] | None = None) -> Path:
+    """Write a class attributes TSV that :func:`read_class_list` reads back (atomically)."""
+    attrs = check_class_attributes(class_attributes, len(class_attributes))
+    lines = [f"{c}\t{' '.join(tokens)}" + (f"\t{names[c]}" if names is not None else "") for c, tokens in enumerate(attrs)]
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
 def load_text_features(source, num_classes: int | None) -> torch.Tensor:
     """(C, D) float32 text features from a tensor, array, or ``.npy``/``.pt`` file; checks C and finiteness."""
     where = "text features"
@@ -385,6 +393,40 @@ def load_text_features(source, num_classes: int | None) -> torch.Tensor:
     return feats.contiguous()
 
 
+def load_class_list(path: str | Path, class_encoder: str) -> tuple[list[str], list[list[str]] | torch.Tensor]:
+    """A class list for a label-set swap: ``(names, descriptions)`` for a model's ``class_encoder``.
+
+    ``attributes``: a ``.tsv`` as :func:`read_class_list` (names from its optional third column,
+    else ``class <i>``). ``text``: a ``.npy``/``.pt`` (C', D) feature file; names from the
+    ``.txt`` file of the same stem (one per line) when present.
+
+    Raises:
+        ConfigError: a ``table`` model (it cannot embed new classes), a file of the wrong kind.
+    """
+    path = Path(path)
+    if class_encoder == "table":
+        raise ConfigError(f"--classes {path}: this model has a free class table (model.class_encoder=table) and cannot "
+                          "embed new classes; only models trained with model.class_encoder=attributes or text can")
+    if class_encoder == "attributes":
+        if path.suffix.lower() != ".tsv":
+            raise ConfigError(f"--classes {path}: the model's class encoder is 'attributes'; pass a .tsv of "
+                              "'id<TAB>token token ...[<TAB>name]' lines")
+        names, attrs = read_class_list(path)
+        return names or [f"class {c}" for c in range(len(attrs))], attrs
+    if path.suffix.lower() not in (".npy", ".pt"):
+        raise ConfigError(f"--classes {path}: the model's class encoder is 'text'; pass a C x D .npy/.pt text-feature "
+                          "file (names from the .txt of the same stem)")
+    feats = load_text_features(path, None)
+    names_file = path.with_suffix(".txt")
+    names = [f"class {c}" for c in range(len(feats))]
+    if names_file.is_file():
+        lines = [line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(lines) != len(feats):
+            raise ConfigError(f"{names_file} names {len(lines)} classes but {path} has {len(feats)} feature rows")
+        names = lines
+    return names, feats
+
+
 def encoder_param_count(encoder: nn.Module | None, num_classes: int, embedding_dim: int) -> int:
     """Learned numbers of a class encoder (the table's C x d when ``encoder`` is None)."""
     if encoder is None:
@@ -394,5 +436,6 @@ def encoder_param_count(encoder: nn.Module | None, num_classes: int, embedding_d
 
 __all__ = [
     "AttributeEncoder", "CLASS_ENCODERS", "CHUNK_SIZE", "ENCODER_NAMES", "TextEncoder", "build_class_encoder",
-    "check_class_attributes", "encoder_param_count", "load_text_features", "read_class_list",
+    "check_class_attributes", "encoder_param_count", "load_class_list", "load_text_features", "read_class_list",
+    "write_class_list",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from esseg.errors import EssegError
+from esseg.errors import ConfigError, EssegError
 from esseg.models.class_encoders import build_class_encoder
 from esseg.models.segmenter import BaselineSegmenter, EmbeddingSegmenter
 
@@ -68,6 +68,9 @@ def create_model(
         )
     if num_classes < 2:
         raise EssegError(f"num_classes must be >= 2; got {num_classes}")
+    encoder_options = dict(class_encoder_options or {})
+    if embedding_dim is None and (class_encoder != "table" or encoder_options):
+        raise ConfigError(f"class_encoder={class_encoder!r} needs an ESS model (embedding_dim); the baseline has C logits")
     extra = dict(kwargs)
     if key in ("deeplabv3", "deeplabv3plus"):
         extra.update(encoder_output_stride=output_stride, decoder_atrous_rates=tuple(atrous_rates))
@@ -75,10 +78,7 @@ def create_model(
     net: nn.Module = archs[key](
         encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=out_channels, **extra
     )
-    encoder_options = dict(class_encoder_options or {})
     if embedding_dim is None:
-        if class_encoder != "table" or encoder_options:
-            raise EssegError(f"class_encoder={class_encoder!r} needs an ESS model (embedding_dim); the baseline has C logits")
         model: EmbeddingSegmenter | BaselineSegmenter = BaselineSegmenter(net, num_classes)
     else:
         classes = build_class_encoder(class_encoder, num_classes, embedding_dim, **encoder_options)
