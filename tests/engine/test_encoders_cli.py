@@ -198,3 +198,27 @@ def test_embed_class_names_without_a_text_encoder_says_what_to_install(tmp_path,
                               "--model", "no_such_module_xyz:embed"])
     assert "no_such_module_xyz" in line
     assert not (tmp_path / "f.npy").exists()
+
+
+def test_train_step_over_the_training_classes_only():
+    """Held-out classes are not in the loss at all: no gradient reaches their rows; the loss is the subset's."""
+    from torch import nn
+
+    from esseg import ESSLoss
+    from esseg.engine.train import train_step
+    from esseg.models import EmbeddingSegmenter
+
+    torch.manual_seed(0)
+    model = EmbeddingSegmenter(nn.Conv2d(3, 4, 1), 6, 4)
+    keep = torch.tensor([0, 1, 3, 4, 5])
+    labels = keep[torch.randint(0, 5, (2, 8, 8))]
+    labels[0, 0, 0] = 255
+    images = torch.randn(2, 3, 8, 8)
+    criterion = ESSLoss(k=3, query_stride=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    values = train_step(model, criterion, optimizer, scaler, iter([(images, labels)]), torch.device("cpu"), train_classes=keep)
+    assert model.class_table.grad[2].abs().sum() == 0 and model.class_table.grad[keep].abs().sum() > 0
+    renumbered = torch.where(labels == 255, labels, torch.searchsorted(keep, labels))
+    expected = criterion(model(images), renumbered, model.class_embeddings()[keep])
+    assert values["loss"] == pytest.approx(float(expected), rel=1e-5)

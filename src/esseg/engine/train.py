@@ -127,10 +127,14 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
     return path
 
 
-def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps: int = 1, amp: bool = False) -> dict:
+def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps: int = 1, amp: bool = False,
+               train_classes: torch.Tensor | None = None) -> dict:
     """One optimiser step over ``accum_steps`` micro-batches from the iterator ``batches``.
 
     ``model`` may be DDP-wrapped: gradients are synchronised only on the last micro-batch.
+    ``train_classes`` (ESS only; int64 class ids in increasing order): the loss sees only these
+    classes (their embeddings, labels renumbered to positions in it), e.g. without the classes a
+    zero-shot split holds out, which then are not even negatives (inductive zero-shot).
     Returns the float loss terms (``loss`` and ``criterion.terms``, averaged over micro-batches).
     Raises :class:`NonFiniteLossError` before any backward pass if a loss is NaN/inf on any rank.
     """
@@ -147,6 +151,8 @@ def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps
             with torch.autocast(device.type, enabled=amp):
                 outputs = model(images)
             class_embeddings = net.class_embeddings() if net.is_embedding else None
+            if train_classes is not None and class_embeddings is not None:
+                class_embeddings, labels = class_embeddings[train_classes], _renumber(labels, train_classes, criterion.ignore_index)
             loss = criterion(outputs.float(), labels, class_embeddings)
             value = float(loss.detach())
             if not all_true(math.isfinite(value), device):
@@ -158,6 +164,12 @@ def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps
     scaler.step(optimizer)
     scaler.update()
     return totals
+
+
+def _renumber(labels: torch.Tensor, classes: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Labels as positions in the sorted id list ``classes`` (``ignore_index`` kept); every label must be in it."""
+    pos = torch.searchsorted(classes, labels.clamp(min=0))
+    return torch.where(labels == ignore_index, labels, pos.clamp(max=len(classes) - 1))
 
 
 @torch.no_grad()
@@ -228,7 +240,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
                                                progress=info.is_main)
 
     model = build_model(cfg, num_classes, train_set).to(device)
-    criterion = build_criterion(cfg, num_classes, ignore_index)
+    unseen = set(getattr(train_set, "unseen_classes", None) or [])  # held out of training (zero-shot split)
+    train_classes = (torch.tensor([c for c in range(num_classes) if c not in unseen], device=device)
+                     if unseen and cfg.model.method == "ess" else None)
+    criterion = build_criterion(cfg, num_classes - len(unseen) if train_classes is not None else num_classes, ignore_index)
     if t.sync_bn and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, **dataclasses.asdict(cfg.optim))
@@ -287,7 +302,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     try:
         for it in bar:
             try:
-                values = train_step(ddp_model, criterion, optimizer, scaler, batches, device, t.accum_steps, use_amp)
+                values = train_step(ddp_model, criterion, optimizer, scaler, batches, device, t.accum_steps, use_amp,
+                                    train_classes)
             except NonFiniteLossError as err:
                 kept = f"last good checkpoint: {last_path} (iteration {last_saved})" if last_saved is not None else "no checkpoint was written yet"
                 raise NonFiniteLossError(f"{err} at iteration {it + 1}; stopped, {kept}; try a lower optim.lr") from None
