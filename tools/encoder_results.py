@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         for e in evals:
             curves.append({"variant": variant, "seed": int(seed), "iter": e["iter"], **{k: e.get(k) for k in KEYS}})
         summary.append({"variant": variant, "seed": int(seed), "iter": evals[-1]["iter"], **{k: evals[-1].get(k) for k in KEYS}})
-        if variant != "zeroshot":
+        if variant in ("table", "attributes"):
             bands.append({"variant": variant, "seed": int(seed), **{f"band_{i}": v for i, v in enumerate(_band_ious(run, ds))}})
     for name, rows in (("summary", summary), ("curves", curves), ("by_frequency", bands)):
         with (out / f"{name}.csv").open("w", newline="") as f:
