@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "esseg.data.commands",
     "esseg.bench.commands",
     "esseg.viz.commands",
+    "esseg.models.commands",
 )
 
 # what to do about an OSError, by errno

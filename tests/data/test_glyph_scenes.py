@@ -266,3 +266,50 @@ def test_class_frequencies_match_pixel_counts():
     head = ds.num_stuff + int(np.argmax(ds.thing_probabilities))
     tail = ds.num_stuff + int(np.argmin(ds.thing_probabilities))
     assert share[head] > 3 * share[tail]
+
+
+# ---------------------------------------------------------------- class attributes, zero-shot
+
+
+def test_class_attributes_are_the_shape_pattern_colour_of_each_thing(ds200):
+    attrs = ds200.class_attributes
+    assert len(attrs) == ds200.num_classes
+    assert all(a == [f"stuff:{STUFF[c][0]}"] for c, a in enumerate(attrs[: ds200.num_stuff]))
+    for thing, tokens in zip(ds200.things, attrs[ds200.num_stuff :]):
+        shape, pattern, colour = tokens
+        assert shape.startswith(f"shape:U+{thing.shape.codepoint:04X}")
+        assert pattern == f"pattern:{PATTERNS[thing.pattern][0]}" and colour == "colour:" + COLOURS[thing.colour][0].replace(" ", "-")
+    assert len({tuple(a) for a in attrs}) == ds200.num_classes  # descriptions tell every class apart
+    assert all(not any(ch.isspace() for ch in t) for a in attrs for t in a)
+
+
+def test_held_out_classes_never_appear_in_training_scenes_but_do_in_val():
+    train = GlyphScenes(split="train", num_classes=120, size=32, held_out=0.2)
+    val = GlyphScenes(split="val", num_classes=120, size=32, held_out=0.2)
+    unseen = set(train.unseen_classes)
+    assert unseen == set(val.unseen_classes) and len(unseen) == round(0.2 * len(train.things))
+    seen_train = {o.class_id for i in range(600) for o in train.layout(i).objects}
+    assert not seen_train & unseen and len(seen_train) > 50
+    _, label = train[0]
+    assert not set(label.unique().tolist()) & unseen
+    assert {o.class_id for i in range(300) for o in val.layout(i).objects} & unseen
+    assert set(val.class_groups["unseen_thing"]) == unseen
+    assert set(val.class_groups["seen_thing"]) | unseen == set(val.class_groups["thing"])
+    assert train.thing_probabilities[[c - train.num_stuff for c in unseen]].sum() == 0
+
+
+def test_held_out_classes_are_new_combinations_of_seen_factors():
+    ds = GlyphScenes(num_classes=300, held_out=0.3)
+    seen = [t for i, t in enumerate(ds.things) if ds.num_stuff + i not in set(ds.unseen_classes)]
+    for c in ds.unseen_classes:
+        t = ds.things[c - ds.num_stuff]
+        assert any(s.shape == t.shape for s in seen) and any(s.pattern == t.pattern for s in seen)
+        assert any(s.colour == t.colour for s in seen)
+    assert GlyphScenes(num_classes=300, held_out=0.3).unseen_classes == ds.unseen_classes  # deterministic
+
+
+def test_held_out_bad_values():
+    with pytest.raises(DatasetError, match="held_out must be a fraction"):
+        GlyphScenes(num_classes=50, held_out=1.0)
+    with pytest.raises(DatasetError, match="can be held out"):
+        GlyphScenes(num_classes=8, held_out=0.9)

@@ -69,6 +69,7 @@ SCALE_RANGE = (0.25, 0.625)  # glyph's longer side / S (16-40 px at S=64)
 MAX_ROTATION = 15.0  # degrees
 PERIOD_FRAC = 1 / 11  # thing fill pattern period / S
 _FREQ_ORDER_SEED = 20240917  # fixed: the frequency order of thing classes is not a dataset seed
+_HELD_OUT_SEED = 20261129  # with the dataset seed: which thing classes held_out keeps out of training
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ class ThingClass:
     @property
     def name(self) -> str:
         return f"glyph {self.shape.name}, {PATTERNS[self.pattern][0]}, {COLOURS[self.colour][0]}"
+
+    @property
+    def tokens(self) -> list[str]:
+        """Attribute tokens ``shape:U+25A0``, ``pattern:h-striped``, ``colour:dark-red`` (no whitespace)."""
+        tag = _glyphs.FONT_TAGS.get(self.shape.font, self.shape.font)
+        shape = f"shape:U+{self.shape.codepoint:04X}" + (f"@{tag.replace(' ', '-')}" if tag else "")
+        return [shape, f"pattern:{PATTERNS[self.pattern][0]}", f"colour:{COLOURS[self.colour][0].replace(' ', '-')}"]
 
 
 @dataclass(frozen=True)
@@ -243,6 +251,36 @@ def _thing_rgb(colour: int, rng: np.random.Generator) -> tuple[float, float, flo
     return tuple(255.0 * min(1.0, c) for c in colorsys.hsv_to_rgb(h, s, v))
 
 
+def held_out_things(things: list[ThingClass], fraction: float, seed: int) -> list[int]:
+    """Indices (into ``things``) of ``round(fraction * len(things))`` classes to hold out of training.
+
+    Candidates come in a random order seeded by ``seed``; one is held out while its shape, its
+    pattern and its colour each still occur in at least one other *seen* class, so every
+    held-out class is a new combination of factors seen in training (zero-shot by composition).
+    Raises DatasetError when fewer classes qualify.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DatasetError(f"held_out must be a fraction in [0, 1); got {fraction}")
+    want = round(fraction * len(things))
+    counts: dict[tuple, int] = {}
+    keys = [(("shape", t.shape), ("pattern", t.pattern), ("colour", t.colour)) for t in things]
+    for k in keys:
+        for f in k:
+            counts[f] = counts.get(f, 0) + 1
+    held = []
+    for t in np.random.default_rng([_HELD_OUT_SEED, seed]).permutation(len(things)).tolist():
+        if len(held) == want:
+            break
+        if all(counts[f] >= 2 for f in keys[t]):
+            held.append(t)
+            for f in keys[t]:
+                counts[f] -= 1
+    if len(held) < want:
+        raise DatasetError(f"only {len(held)} of the {want} thing classes asked for (held_out={fraction}) can be held out "
+                           "with their shape, pattern and colour each still seen in training; lower held_out")
+    return sorted(held)
+
+
 def thing_classes(num_things: int, difficulty: float) -> list[ThingClass]:
     """The thing classes for a class set: (shape, pattern, colour) triples, easiest first.
 
@@ -290,6 +328,9 @@ class GlyphScenes(SegmentationDataset):
         num_stuff: number of stuff (background texture) classes; default
             ``min(12, max(2, C // 4))``.
         num_objects: (min, max) things per scene, inclusive.
+        held_out: fraction of thing classes never drawn in the ``train`` split (zero-shot
+            protocol; other splits draw all classes), chosen by :func:`held_out_things` with
+            ``seed`` so each one's shape, pattern and colour occur in some seen class.
 
     Attributes:
         classes: C names, ``"stuff: bricks-tan"`` or ``"glyph U+25A0 ■, h-striped, dark red"``.
@@ -298,7 +339,11 @@ class GlyphScenes(SegmentationDataset):
         thing_probabilities: (C - num_stuff,) probability of each thing class per object draw.
         class_frequencies: (C,) approximate expected share of pixels per class (sums to 1).
         class_groups: ``{"thing": range(num_stuff, C), "stuff": range(num_stuff)}``; evaluation
-            adds ``thing_mIoU``, ``thing_Acc``, ``stuff_mIoU``, ``stuff_Acc`` from it.
+            adds ``thing_mIoU``, ``thing_Acc``, ``stuff_mIoU``, ``stuff_Acc`` from it. With
+            ``held_out > 0`` also ``seen_thing`` and ``unseen_thing`` (``seen_thing_mIoU``, ...).
+        class_attributes: C token lists, a class's description for an ``attributes`` class
+            encoder: things ``[shape:U+25A0, pattern:solid, colour:red]``, stuff ``[stuff:bricks-tan]``.
+        unseen_classes: class ids held out of training (empty unless ``held_out > 0``).
 
     Shapes:
         ``__getitem__`` -> image (3, S, S) float32, label (S, S) int64 in ``[0, C)``.
@@ -317,6 +362,7 @@ class GlyphScenes(SegmentationDataset):
         difficulty: float = 0.0,
         num_stuff: int | None = None,
         num_objects: tuple[int, int] = (2, 5),
+        held_out: float = 0.0,
     ):
         super().__init__(root, split, transforms)
         if split not in SPLITS:
@@ -348,10 +394,20 @@ class GlyphScenes(SegmentationDataset):
         self.palette = self._make_palette()
         # evaluation reports thing_mIoU/thing_Acc and stuff_* next to the usual metrics
         self.class_groups = {"thing": range(num_stuff, num_classes), "stuff": range(num_stuff)}
+        self.class_attributes = [[f"stuff:{STUFF[i][0]}"] for i in range(num_stuff)] + [t.tokens for t in self.things]
+        held = held_out_things(self.things, float(held_out), self.seed) if held_out else []
+        self.held_out = float(held_out)
+        self.unseen_classes = [num_stuff + t for t in held]
+        if held:
+            unseen = set(self.unseen_classes)
+            self.class_groups["seen_thing"] = [c for c in range(num_stuff, num_classes) if c not in unseen]
+            self.class_groups["unseen_thing"] = list(self.unseen_classes)
 
         n = len(self.things)
         rank = np.random.default_rng(_FREQ_ORDER_SEED).permutation(n)  # rank[t]: 0 = most frequent
         weights = (rank + 1.0) ** -self.zipf
+        if held and split == "train":
+            weights[held] = 0.0
         self.thing_probabilities = weights / weights.sum()
         self._thing_cdf = np.cumsum(self.thing_probabilities)
         self.class_frequencies = self._expected_pixel_shares()

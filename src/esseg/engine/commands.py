@@ -106,7 +106,7 @@ def cmd_eval(args) -> int:
         check_output_file(csv_path, "--csv file")
     metrics = evaluate_checkpoint(args.checkpoint, args.split, args.overrides, updates, args.device or "auto", args.batch_size,
                                   freq_thresholds=thresholds, class_frequency=args.class_frequency,
-                                  tile=args.tile, overlap=args.overlap)
+                                  tile=args.tile, overlap=args.overlap, classes=args.classes)
     if not is_main_process():
         return 0
     write_metrics(metrics, json_path, csv_path)
@@ -134,7 +134,8 @@ def _thresholds(text: str) -> tuple[int, int]:
 
 def cmd_predict(args) -> int:
     """``esseg predict``: label / colour / overlay PNGs for image files."""
-    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"), args.tile, args.overlap)
+    written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"), args.tile, args.overlap,
+                            classes=args.classes)
     print(f"wrote {len(written) // 3} predictions (label, color, overlay PNGs) to {args.out}")
     return 0
 
@@ -157,6 +158,10 @@ def cmd_demo(args) -> int:
 
 
 # ---------------------------------------------------------------------------- register
+
+CLASSES_HELP = ("a class list to use instead of the training classes (models with model.class_encoder=attributes/text): "
+                "a .tsv of 'id<TAB>token token ...[<TAB>name]' lines, or a C x D .npy/.pt text-feature file (names from "
+                "the .txt of the same stem)")
 
 
 def register(subparsers) -> None:
@@ -193,6 +198,7 @@ def register(subparsers) -> None:
                    help="images per class from `esseg data inspect --split <train split> --json FILE` "
                         "(default: the class_frequency the checkpoint records)")
     _add_tile_args(p)
+    p.add_argument("--classes", metavar="FILE", help=CLASSES_HELP + "; the dataset's labels must index it")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser(
@@ -205,6 +211,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     _add_tile_args(p)
+    p.add_argument("--classes", metavar="FILE", help=CLASSES_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser(

@@ -5,7 +5,8 @@ built-in ``glyph_scenes`` dataset::
 
     data:   dataset, root, options (extra dataset kwargs), val_options, train_split, val_split, crop_size,
             scale_range, flip, color_jitter, val_mode, num_workers, class_frequency
-    model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride
+    model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride,
+            class_encoder (table | attributes | text), class_attributes, text_features, class_encoder_options
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
             class_embedding_poly_power, class_embedding_weight_decay, backbone_bn_momentum, optimizer
@@ -81,6 +82,15 @@ class ModelConfig:
     embedding_dim: int = 12  # d; ignored by the baseline
     normalize: bool = True  # L2-normalise pixel and class embeddings (ESS; False = the Table 2 ablation)
     output_stride: int = 16
+    # where the (C, d) class embeddings come from (esseg.models.class_encoders, docs/class_encoders.md):
+    # table = a free learned row per class (the paper's); attributes = an MLP over learned attribute-token
+    # embeddings; text = a learned projection of fixed per-class text features
+    class_encoder: Literal["table", "attributes", "text"] = "table"
+    # attributes: a class_attributes.tsv (id<TAB>token token ...); null = the dataset's own class_attributes
+    # (glyph_scenes) or <data.root>/class_attributes.tsv
+    class_attributes: Optional[str] = None
+    text_features: Optional[str] = None  # text: a C x D .npy/.pt file, rows in class order
+    class_encoder_options: dict = field(default_factory=dict)  # e.g. {layers: 2, reduce: mean, residual: true}
 
 
 @dataclass
@@ -421,6 +431,10 @@ def validate(cfg: Config) -> None:
         need(lo.margin >= 0 and lo.reg_weight >= 0, "loss.margin and loss.reg_weight must be >= 0")
         need(lo.query_stride >= 1, f"loss.query_stride must be >= 1, got {lo.query_stride}")
     need(m.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {m.output_stride}")
+    need(m.class_encoder == "table" or m.method == "ess",
+         f"model.class_encoder={m.class_encoder} needs model.method=ess (the baseline has C logits, no class embeddings)")
+    need(m.class_encoder != "text" or m.text_features is not None,
+         "model.class_encoder=text needs model.text_features=FILE (a C x D .npy/.pt; see esseg embed-class-names)")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(o.backbone_lr_mult >= 0 and o.weight_decay >= 0, "optim.backbone_lr_mult and optim.weight_decay must be >= 0")
     beta1 = " (AdamW uses it as beta1)" if o.optimizer == "adamw" else ""

@@ -18,6 +18,7 @@ from esseg.engine.distributed import cleanup_distributed, init_distributed
 from esseg.engine.logging import interactive
 from esseg.errors import CheckpointError
 from esseg.metrics import FREQUENCY_THRESHOLDS, ConfusionMatrix, frequency_group_metrics, group_metrics
+from esseg.models.class_encoders import load_class_list
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -45,8 +46,8 @@ def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overlap: float = 0.25, amp: bool = False
-                  ) -> torch.Tensor:
+def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overlap: float = 0.25, amp: bool = False,
+                  **kwargs) -> torch.Tensor:
     """Sliding-window prediction: ``(B, 3, H, W)`` images -> ``(B, H, W)`` int64, one crop at a time.
 
     Crops of ``tile x tile`` pixels (smaller at an image smaller than the tile) start every
@@ -56,12 +57,13 @@ def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overl
     order on ties), i.e. the prediction made with the most context around it. Works for ESS and
     baseline models alike, since it only needs ``model.predict``. Memory is that of one crop;
     with ``tile >= H`` and ``tile >= W`` this is :func:`predict_batch` on the whole image.
+    ``kwargs`` go to ``model.predict`` (e.g. ``class_embeddings``).
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     h, w = images.shape[-2:]
     if tile >= h and tile >= w:
-        return predict_batch(model, images, amp=amp)
+        return predict_batch(model, images, amp=amp, **kwargs)
     stride = max(1, tile - round(overlap * tile))
     dev = images.device
     out = torch.zeros((images.shape[0], h, w), dtype=torch.long, device=dev)
@@ -70,7 +72,7 @@ def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overl
     for y0 in _tile_starts(h, tile, stride):
         for x0 in _tile_starts(w, tile, stride):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            pred = predict_batch(model, images[..., y0:y1, x0:x1], amp=amp)
+            pred = predict_batch(model, images[..., y0:y1, x0:x1], amp=amp, **kwargs)
             dist = (ys[y0:y1] - (y0 + y1 - 1) / 2) ** 2 + (xs[:, x0:x1] - (x0 + x1 - 1) / 2) ** 2
             take = dist < best[y0:y1, x0:x1]
             best[y0:y1, x0:x1] = torch.where(take, dist, best[y0:y1, x0:x1])
@@ -79,11 +81,20 @@ def predict_tiled(model: torch.nn.Module, images: torch.Tensor, tile: int, overl
 
 
 def predict_images(model: torch.nn.Module, images: torch.Tensor, amp: bool = False, tile: int | None = None,
-                   overlap: float = 0.25) -> torch.Tensor:
-    """:func:`predict_tiled` when ``tile`` is given, else :func:`predict_batch` on the whole images."""
+                   overlap: float = 0.25, class_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`predict_tiled` when ``tile`` is given, else :func:`predict_batch` on the whole images;
+    ``class_embeddings`` (C', d) predicts over another class list (ESS models only)."""
+    extra = {} if class_embeddings is None else {"class_embeddings": class_embeddings}
     if tile:
-        return predict_tiled(model, images, tile, overlap, amp=amp)
-    return predict_batch(model, images, amp=amp)
+        return predict_tiled(model, images, tile, overlap, amp=amp, **extra)
+    return predict_batch(model, images, amp=amp, **extra)
+
+
+def swapped_classes(model: torch.nn.Module, classes: str | Path) -> tuple[list[str], torch.Tensor]:
+    """Names and (C', d) embeddings of the class list in file ``classes`` (a label-set swap)."""
+    names, descriptions = load_class_list(classes, unwrap(model).config.get("class_encoder", "table"))
+    with torch.no_grad():
+        return names, unwrap(model).class_embeddings(descriptions)
 
 
 @torch.no_grad()
@@ -99,6 +110,7 @@ def evaluate(
     class_groups: dict | None = None,
     tile: int | None = None,
     overlap: float = 0.25,
+    class_embeddings: torch.Tensor | None = None,
 ) -> dict:
     """Single-scale evaluation of ``model`` on ``loader`` -> :func:`esseg.metrics.compute_metrics`.
 
@@ -109,6 +121,7 @@ def evaluate(
     ``class_groups``) adds ``<name>_mIoU`` and ``<name>_Acc`` (:func:`esseg.metrics.group_metrics`).
     ``tile``/``overlap``: sliding-window prediction for large images (:func:`predict_tiled`).
     ``progress``: a bar, shown only when stderr is a terminal.
+    ``class_embeddings`` (``num_classes``, d) predicts over another class list (label-set swap).
     """
     device = torch.device(device)
     model = unwrap(model)
@@ -119,9 +132,10 @@ def evaluate(
                                dynamic_ncols=True):
         if isinstance(images, list):  # a batch of mixed sizes (engine.data.eval_collate): one by one
             for image, label in zip(images, labels):
-                cm.update(predict_images(model, image[None].to(device), amp, tile, overlap), label[None].to(device))
+                cm.update(predict_images(model, image[None].to(device), amp, tile, overlap, class_embeddings),
+                          label[None].to(device))
             continue
-        pred = predict_images(model, images.to(device, non_blocking=True), amp, tile, overlap)
+        pred = predict_images(model, images.to(device, non_blocking=True), amp, tile, overlap, class_embeddings)
         cm.update(pred, labels.to(device, non_blocking=True))
     cm.all_reduce()
     model.train(was_training)
@@ -169,6 +183,7 @@ def evaluate_checkpoint(
     class_frequency: str | Path | None = None,
     tile: int | None = None,
     overlap: float = 0.25,
+    classes: str | Path | None = None,
 ) -> dict:
     """Evaluate a training checkpoint on ``split`` of the dataset it was trained on.
 
@@ -181,6 +196,11 @@ def evaluate_checkpoint(
     are added when the checkpoint records ``class_frequency`` or a ``class_frequency`` JSON file
     (an ``esseg data inspect --json`` report of the training split) is given.
     ``tile``/``overlap``: sliding-window prediction (:func:`predict_tiled`).
+
+    ``classes`` (a class list file, see :func:`esseg.models.class_encoders.load_class_list`)
+    evaluates a class-encoder model over that list instead of its training classes: the
+    dataset's labels must index the list, and the metrics are per class of the list (no
+    frequency groups, which count the training classes).
     """
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(apply_overrides(ckpt["config"], overrides, updates))
@@ -188,21 +208,28 @@ def evaluate_checkpoint(
     try:
         dataset = build_split(cfg, split, train=False)
         model = model_from_checkpoint(ckpt, checkpoint, dev)
-        if dataset.num_classes != model.num_classes:
+        swap = None
+        if classes is not None:
+            names, swap = swapped_classes(model, classes)
+            if dataset.num_classes != len(names):
+                raise CheckpointError(f"--classes {classes} lists {len(names)} classes but dataset {cfg.data.dataset!r} ({split}) "
+                                      f"has {dataset.num_classes}; its labels must index the class list")
+        elif dataset.num_classes != model.num_classes:
             raise CheckpointError(
                 f"checkpoint {checkpoint} predicts {model.num_classes} classes but dataset "
                 f"{cfg.data.dataset!r} ({split}) has {dataset.num_classes}; evaluate it on the label space it was trained on"
             )
         loader = eval_loader(dataset, batch_size or cfg.train.eval_batch_size, info.rank, info.world_size,
                              cfg.data.num_workers, pin_memory=dev.type == "cuda")
-        names = [str(c) for c in dataset.classes]
+        if swap is None:
+            names = [str(c) for c in dataset.classes]
         frequency = (read_class_frequency(class_frequency, dataset.num_classes).tolist() if class_frequency
-                     else ckpt.get("class_frequency"))
+                     else ckpt.get("class_frequency") if swap is None else None)
         if frequency is not None and len(frequency) != dataset.num_classes:
             raise CheckpointError(f"checkpoint {checkpoint} records class_frequency for {len(frequency)} classes, not {dataset.num_classes}")
         metrics = evaluate(model, loader, dataset.num_classes, dataset.ignore_index, dev, names,
                            progress=progress and info.is_main, class_groups=getattr(dataset, "class_groups", None),
-                           tile=tile, overlap=overlap)
+                           tile=tile, overlap=overlap, class_embeddings=swap)
         if frequency is not None:
             metrics.update(frequency_group_metrics(metrics, frequency, freq_thresholds))
         return metrics
@@ -210,4 +237,5 @@ def evaluate_checkpoint(
         cleanup_distributed()
 
 
-__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "predict_images", "predict_tiled", "summary", "unwrap", "write_metrics"]
+__all__ = ["evaluate", "evaluate_checkpoint", "predict_batch", "predict_images", "predict_tiled", "summary", "swapped_classes",
+           "unwrap", "write_metrics"]

@@ -20,7 +20,7 @@ from PIL import Image
 from esseg._io import atomic_write, check_output_dir
 from esseg.data.base import to_tensors
 from esseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from esseg.engine.evaluate import predict_images
+from esseg.engine.evaluate import predict_images, swapped_classes
 from esseg.viz.images import colorize, get_palette, overlay
 from esseg.errors import EssegError
 
@@ -110,24 +110,27 @@ def save_prediction(out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarra
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device="cpu",
-                  tile: int | None = None, overlap: float = 0.25) -> list[Path]:
+                  tile: int | None = None, overlap: float = 0.25, classes: str | Path | None = None) -> list[Path]:
     """Predict every image in ``inputs`` with the model in ``checkpoint``; return the written files.
 
     ``tile``: predict large images ``tile x tile`` crops at a time, overlapping by ``overlap``
     of a tile (see :func:`esseg.engine.evaluate.predict_tiled`); ``None``: the whole image at once.
+    ``classes``: a class list file; a class-encoder model then predicts over that list (label-set
+    swap; label ids index the list, colours from a default palette unless it has the training C).
     """
     files = collect_images(inputs)
     out_dir = check_output_dir(out_dir, "--out folder")
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint, device)
-    num_classes = model.num_classes
-    palette = get_palette(ckpt.get("palette"), num_classes)
+    swap = swapped_classes(model, classes)[1] if classes is not None else None
+    num_classes = model.num_classes if swap is None else len(swap)
+    palette = get_palette(ckpt.get("palette") if num_classes == model.num_classes else None, num_classes)
     written: list[Path] = []
     used: dict[str, int] = {}
     for path in files:
         rgb = read_rgb(path)
         image, _ = to_tensors(rgb, np.zeros(rgb.shape[:2], dtype=np.int64))
-        pred = predict_images(model, image[None].to(device), tile=tile, overlap=overlap)[0].cpu().numpy()
+        pred = predict_images(model, image[None].to(device), tile=tile, overlap=overlap, class_embeddings=swap)[0].cpu().numpy()
         stem = path.stem
         used[stem] = used.get(stem, 0) + 1
         if used[stem] > 1:  # same file name in two folders

@@ -56,6 +56,7 @@ from esseg.engine.run import RunFolder
 from esseg.viz.images import colorize, denormalize, get_palette, panel
 from esseg.errors import CheckpointError, ConfigError, DatasetError, EssegError
 from esseg.metrics import SUMMARY_KEYS, frequency_group_metrics, group_keys
+from esseg.models.class_encoders import read_class_list
 
 
 class NonFiniteLossError(EssegError):
@@ -116,15 +117,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: Config, num_classes: int) -> nn.Module:
-    """The network ``cfg.model`` describes, for ``num_classes`` classes (ESS or baseline)."""
+def build_model(cfg: Config, num_classes: int, dataset=None) -> nn.Module:
+    """The network ``cfg.model`` describes, for ``num_classes`` classes (ESS or baseline).
+
+    A class encoder's descriptions come from ``model.class_attributes`` / ``model.text_features``
+    or, for ``attributes``, from the training ``dataset`` (see :func:`class_encoder_options`).
+    """
     m = cfg.model
+    extra = {"normalize": m.normalize} if m.method == "ess" else {}
+    if m.class_encoder != "table":
+        extra.update(class_encoder=m.class_encoder, class_encoder_options=class_encoder_options(cfg, num_classes, dataset))
     return create_model_checked(
         arch=m.arch, encoder=m.encoder, num_classes=num_classes,
         embedding_dim=m.embedding_dim if m.method == "ess" else None,
-        encoder_weights=m.encoder_weights, output_stride=m.output_stride,
-        **({"normalize": m.normalize} if m.method == "ess" else {}),
+        encoder_weights=m.encoder_weights, output_stride=m.output_stride, **extra,
     )
+
+
+def class_encoder_options(cfg: Config, num_classes: int, dataset=None) -> dict:
+    """``create_model``'s ``class_encoder_options`` for ``cfg.model``: its options plus the descriptions.
+
+    ``attributes``: the token lists of ``model.class_attributes`` (a TSV), else ``dataset.class_attributes``,
+    else ``<data.root>/class_attributes.tsv``. ``text``: ``model.text_features``.
+    """
+    m = cfg.model
+    options = dict(m.class_encoder_options)
+    if m.class_encoder == "text":
+        options["text_features"] = m.text_features
+    elif m.class_encoder == "attributes":
+        tsv = m.class_attributes or (Path(cfg.data.root) / "class_attributes.tsv" if cfg.data.root else None)
+        if m.class_attributes is None and getattr(dataset, "class_attributes", None) is not None:
+            options["class_attributes"] = dataset.class_attributes
+        elif tsv is not None and Path(tsv).is_file():
+            options["class_attributes"] = read_class_list(tsv, num_classes)[1]
+        else:
+            where = f" (no {tsv})" if tsv is not None else ""
+            raise ConfigError(f"model.class_encoder=attributes needs class descriptions: dataset {cfg.data.dataset!r} has no "
+                              f"class_attributes{where}; pass model.class_attributes=FILE.tsv (lines id<TAB>token token ...)")
+    return options
 
 
 def build_criterion(cfg: Config, num_classes: int, ignore_index: int) -> nn.Module:
@@ -153,10 +183,14 @@ def resolve_resume(resume: str | None, run: RunFolder) -> Path | None:
     return path
 
 
-def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps: int = 1, amp: bool = False) -> dict:
+def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps: int = 1, amp: bool = False,
+               train_classes: torch.Tensor | None = None) -> dict:
     """One optimiser step over ``accum_steps`` micro-batches from the iterator ``batches``.
 
     ``model`` may be DDP-wrapped: gradients are synchronised only on the last micro-batch.
+    ``train_classes`` (ESS only; int64 class ids in increasing order): the loss sees only these
+    classes (their embeddings, labels renumbered to positions in it), e.g. without the classes a
+    zero-shot split holds out, which then are not even negatives (inductive zero-shot).
     Returns the float loss terms (``loss`` and ``criterion.terms``, averaged over micro-batches).
     Raises :class:`NonFiniteLossError` before any backward pass if a loss is NaN/inf on any rank.
     """
@@ -173,6 +207,8 @@ def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps
             with torch.autocast(device.type, enabled=amp):
                 outputs = model(images)
             class_embeddings = net.class_embeddings() if net.is_embedding else None
+            if train_classes is not None and class_embeddings is not None:
+                class_embeddings, labels = class_embeddings[train_classes], _renumber(labels, train_classes, criterion.ignore_index)
             loss = criterion(outputs.float(), labels, class_embeddings)
             value = float(loss.detach())
             if not all_true(math.isfinite(value), device):
@@ -184,6 +220,12 @@ def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps
     scaler.step(optimizer)
     scaler.update()
     return totals
+
+
+def _renumber(labels: torch.Tensor, classes: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Labels as positions in the sorted id list ``classes`` (``ignore_index`` kept); every label must be in it."""
+    pos = torch.searchsorted(classes, labels.clamp(min=0))
+    return torch.where(labels == ignore_index, labels, pos.clamp(max=len(classes) - 1))
 
 
 @torch.no_grad()
@@ -266,8 +308,11 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     class_frequency = training_class_frequency(d.class_frequency, train_set, run.class_frequency, source,
                                                progress=info.is_main and interactive())
 
-    model = build_model(cfg, num_classes).to(device)
-    criterion = build_criterion(cfg, num_classes, ignore_index)
+    model = build_model(cfg, num_classes, train_set).to(device)
+    unseen = set(getattr(train_set, "unseen_classes", None) or [])  # held out of training (zero-shot split)
+    train_classes = (torch.tensor([c for c in range(num_classes) if c not in unseen], device=device)
+                     if unseen and cfg.model.method == "ess" else None)
+    criterion = build_criterion(cfg, num_classes - len(unseen) if train_classes is not None else num_classes, ignore_index)
     if t.sync_bn and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer_step(cfg, model)
@@ -335,7 +380,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         for it in range(start_iter, stop_at):
             try:
                 tick = time.perf_counter()
-                values = train_step(ddp_model, criterion, optimizer, scaler, batches, device, t.accum_steps, use_amp)
+                values = train_step(ddp_model, criterion, optimizer, scaler, batches, device, t.accum_steps, use_amp,
+                                    train_classes)
                 train_seconds += time.perf_counter() - tick
             except NonFiniteLossError as err:
                 kept = f"last good checkpoint: {last_path} (iteration {last_saved})" if last_saved is not None else "no checkpoint was written yet"
@@ -395,5 +441,5 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
 
 __all__ = [
     "NonFiniteLossError", "StopOnSignal", "TrainingInterrupted", "build_criterion", "build_model", "build_optimizer_step",
-    "resolve_resume", "seed_everything", "train", "train_step",
+    "class_encoder_options", "resolve_resume", "seed_everything", "train", "train_step",
 ]

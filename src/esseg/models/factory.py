@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from esseg.errors import EssegError
+from esseg.errors import ConfigError, EssegError
+from esseg.models.class_encoders import build_class_encoder
 from esseg.models.segmenter import BaselineSegmenter, EmbeddingSegmenter
 
 
@@ -28,6 +29,8 @@ def create_model(
     atrous_rates: tuple[int, ...] = (12, 24, 36),
     normalize: bool = True,
     in_channels: int = 3,
+    class_encoder: str = "table",
+    class_encoder_options: dict | None = None,
     **kwargs,
 ) -> EmbeddingSegmenter | BaselineSegmenter:
     """Any segmentation_models_pytorch architecture/encoder as an ESS model or a baseline.
@@ -43,6 +46,11 @@ def create_model(
         encoder_weights: ``None`` (random init) or e.g. ``"imagenet"`` (downloads weights).
         output_stride, atrous_rates: DeepLabV3/V3+ only.
         normalize: ESS only: L2-normalise pixel and class embeddings.
+        class_encoder: ESS only: ``"table"`` (a free learned (C, d) table, the paper's),
+            ``"attributes"`` or ``"text"`` (class embeddings computed from class descriptions,
+            :mod:`esseg.models.class_encoders`).
+        class_encoder_options: keyword arguments of the encoder, e.g. ``{"class_attributes":
+            [["shape:a", "colour:red"], ...]}`` or ``{"text_features": "names.npy"}``.
         **kwargs: passed to the smp model constructor.
 
     Returns:
@@ -60,6 +68,9 @@ def create_model(
         )
     if num_classes < 2:
         raise EssegError(f"num_classes must be >= 2; got {num_classes}")
+    encoder_options = dict(class_encoder_options or {})
+    if embedding_dim is None and (class_encoder != "table" or encoder_options):
+        raise ConfigError(f"class_encoder={class_encoder!r} needs an ESS model (embedding_dim); the baseline has C logits")
     extra = dict(kwargs)
     if key in ("deeplabv3", "deeplabv3plus"):
         extra.update(encoder_output_stride=output_stride, decoder_atrous_rates=tuple(atrous_rates))
@@ -70,10 +81,14 @@ def create_model(
     if embedding_dim is None:
         model: EmbeddingSegmenter | BaselineSegmenter = BaselineSegmenter(net, num_classes)
     else:
-        model = EmbeddingSegmenter(net, num_classes, embedding_dim, normalize=normalize)
+        classes = build_class_encoder(class_encoder, num_classes, embedding_dim, **encoder_options)
+        model = EmbeddingSegmenter(net, num_classes, embedding_dim, normalize=normalize, class_encoder=classes)
+        encoder_options = classes.options() if classes is not None else {}
     model.config = dict(
         arch=arch, encoder=encoder, num_classes=num_classes, embedding_dim=embedding_dim,
         encoder_weights=encoder_weights, output_stride=output_stride, atrous_rates=list(atrous_rates),
         normalize=normalize, in_channels=in_channels, **kwargs,
     )
+    if class_encoder != "table":  # a table model's config stays as before (old checkpoints compare equal)
+        model.config.update(class_encoder=class_encoder, class_encoder_options=encoder_options)
     return model

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esseg.errors import NonFiniteError
+from esseg.errors import ConfigError, NonFiniteError
 from esseg.knn import knn_search
 
 
@@ -99,16 +99,23 @@ def nearest_class(
 
 
 class EmbeddingSegmenter(nn.Module):
-    """An ESS model: ``net`` outputs d-dim pixel embeddings; a learned (C, d) table holds classes.
+    """An ESS model: ``net`` outputs d-dim pixel embeddings; (C, d) class embeddings hold classes.
 
     ``forward`` upsamples the net's (B, d, h, w) output to the input size and then, with
     ``normalize=True``, L2-normalises it along d (after upsampling, so the loss sees unit
     vectors: Sec. 3.1). Class embeddings are normalised the same way. A pixel's label is its
     nearest class embedding.
 
+    The class embeddings are a learned free table (``class_encoder=None``, the paper's) or
+    computed by a class encoder from class descriptions (:mod:`esseg.models.class_encoders`).
+    Without gradients (inference) the computed table is cached and recomputed only when a
+    parameter of the encoder changed (optimiser step, ``load_state_dict``, a move to another device).
+
     Args:
         net: any module mapping images (B, 3, H, W) to (B, embedding_dim, h, w).
         num_classes: C. embedding_dim: d. normalize: project both onto the unit sphere.
+        class_encoder: None (a free table) or a module whose ``forward()`` gives the raw (C, d)
+            rows and ``forward(descriptions)`` the rows of new classes.
 
     Shapes:
         forward: (B, 3, H, W) -> pixel_embeddings (B, d, H, W), H and W multiples of ``input_multiple``
@@ -117,7 +124,8 @@ class EmbeddingSegmenter(nn.Module):
 
     is_embedding = True
 
-    def __init__(self, net: nn.Module, num_classes: int, embedding_dim: int, normalize: bool = True):
+    def __init__(self, net: nn.Module, num_classes: int, embedding_dim: int, normalize: bool = True,
+                 class_encoder: nn.Module | None = None):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}")
@@ -125,9 +133,18 @@ class EmbeddingSegmenter(nn.Module):
             raise ValueError(f"embedding_dim must be >= 1; got {embedding_dim}")
         self.net = net
         self.num_classes, self.embedding_dim, self.normalize = num_classes, embedding_dim, normalize
-        table = torch.randn(num_classes, embedding_dim)
-        self.class_table = nn.Parameter(F.normalize(table, dim=1) if normalize else table / math.sqrt(embedding_dim))
+        if class_encoder is None:
+            table = torch.randn(num_classes, embedding_dim)
+            self.class_table = nn.Parameter(F.normalize(table, dim=1) if normalize else table / math.sqrt(embedding_dim))
+        self.class_encoder = class_encoder
+        self._cache: tuple | None = None  # (parameter versions, table) of the last no-grad class_embeddings()
         self.config: dict = {}
+
+    @property
+    def class_table(self) -> torch.Tensor:
+        """The raw (C, d) class rows before normalisation: the free table, or what the encoder computes."""
+        table = self._parameters.get("class_table")
+        return table if table is not None else self.class_encoder()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = _upsample(self.net(images), images.shape[-2:])
@@ -135,9 +152,33 @@ class EmbeddingSegmenter(nn.Module):
             raise ValueError(f"net returned {out.shape[1]} channels; expected embedding_dim={self.embedding_dim}")
         return F.normalize(out, dim=1) if self.normalize else out
 
-    def class_embeddings(self) -> torch.Tensor:
-        """The (C, d) class embeddings, unit length when ``normalize=True``."""
-        return F.normalize(self.class_table, dim=1) if self.normalize else self.class_table
+    def class_embeddings(self, descriptions=None) -> torch.Tensor:
+        """The (C, d) class embeddings, unit length when ``normalize=True``.
+
+        Args:
+            descriptions: ``None`` for the training classes, or a new class list for a model with a
+                class encoder (label-set swap): C' attribute token lists (``attributes``) or a
+                (C', D) text-feature matrix (``text``); gives (C', d).
+
+        Raises:
+            ConfigError: ``descriptions`` for a free-table model (it cannot embed new classes), an
+                unknown attribute token, text features of another width.
+        """
+        if descriptions is not None:
+            if self.class_encoder is None:
+                raise ConfigError("this model has a free class table (model.class_encoder=table) and cannot embed new "
+                                  "classes; only attributes/text class encoders can (retrain with model.class_encoder=attributes)")
+            return self._normalized(self.class_encoder(descriptions))
+        if torch.is_grad_enabled() or self.class_encoder is None:
+            return self._normalized(self.class_table)
+        key = tuple((p.data_ptr(), p._version) for p in self.class_encoder.parameters()) + tuple(
+            (b.data_ptr(), b._version) for b in self.class_encoder.buffers())
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._normalized(self.class_encoder()))
+        return self._cache[1]
+
+    def _normalized(self, rows: torch.Tensor) -> torch.Tensor:
+        return F.normalize(rows, dim=1) if self.normalize else rows
 
     @property
     def input_multiple(self) -> int:
@@ -145,14 +186,17 @@ class EmbeddingSegmenter(nn.Module):
         return input_multiple(self.net)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, class_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) of any H, W -> (B, H, W) int64: each pixel's nearest class embedding.
 
         ``label = argmin_c ||x - mu_c||^2`` on ``x = forward_any_size(self, images)`` (padded to
-        :attr:`input_multiple`, cropped back). Raises :class:`~esseg.errors.NonFiniteError`
-        when the embeddings hold NaN/inf (a diverged model).
+        :attr:`input_multiple`, cropped back). ``class_embeddings`` (C', d) replaces the model's
+        own (a label-set swap, e.g. from ``class_embeddings(descriptions)``); labels then index its
+        rows. Raises :class:`~esseg.errors.NonFiniteError` when the embeddings hold NaN/inf (a
+        diverged model).
         """
-        return nearest_class(forward_any_size(self, images), self.class_embeddings())
+        table = self.class_embeddings() if class_embeddings is None else class_embeddings
+        return nearest_class(forward_any_size(self, images), table)
 
     @torch.no_grad()
     def predict_topk(self, images: torch.Tensor, k: int = 5) -> torch.Tensor:
@@ -160,8 +204,11 @@ class EmbeddingSegmenter(nn.Module):
         return nearest_class(forward_any_size(self, images), self.class_embeddings(), k=k)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by optimiser group: ``backbone`` (``net.encoder``), ``head``, ``class_embeddings``."""
-        return {**_split_params(self.net), "class_embeddings": [self.class_table]}
+        """Parameters by optimiser group: ``backbone`` (``net.encoder``), ``head``, ``class_embeddings``
+        (the free table, or all parameters of the class encoder)."""
+        table = self._parameters.get("class_table")
+        classes = [table] if table is not None else list(self.class_encoder.parameters())
+        return {**_split_params(self.net), "class_embeddings": classes}
 
 
 class BaselineSegmenter(nn.Module):
