@@ -1,7 +1,8 @@
 """Prediction on image files: label maps, colourised masks and overlays.
 
 For each input image ``<stem>.<ext>`` three PNGs are written to the output folder:
-``<stem>_label.png`` (class ids; 8-bit when C <= 255, else 16-bit), ``<stem>_color.png`` (the
+``<stem>_label.png`` (class ids; 8-bit when C <= 255, 16-bit up to 65535 classes; above that
+``<stem>_label.tif``, 32-bit signed), ``<stem>_color.png`` (the
 mask in the dataset palette) and ``<stem>_overlay.png`` (mask blended over the image).
 """
 
@@ -39,10 +40,18 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
 
 
 def label_image(label: np.ndarray, num_classes: int) -> Image.Image:
-    """A class-id map as a PNG-ready image: 8-bit when ``num_classes <= 255``, else 16-bit."""
+    """A class-id map as an image: 8-bit when ``num_classes <= 255``, 16-bit (PNG) up to 65535,
+    else 32-bit signed (mode ``"I"``: save it as TIFF, see :func:`label_suffix`)."""
     if num_classes <= 255:
         return Image.fromarray(label.astype(np.uint8))
-    return Image.fromarray(label.astype(np.uint16))
+    if num_classes <= 65535:
+        return Image.fromarray(label.astype(np.uint16))
+    return Image.fromarray(label.astype(np.int32))
+
+
+def label_suffix(num_classes: int) -> str:
+    """File suffix of a label map: ``.png`` up to 65535 classes, ``.tif`` (32-bit) above."""
+    return ".png" if num_classes <= 65535 else ".tif"
 
 
 def save_prediction(out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarray, num_classes: int,
@@ -50,7 +59,8 @@ def save_prediction(out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarra
     """Write ``<stem>_label.png``, ``<stem>_color.png`` and ``<stem>_overlay.png``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     color = colorize(pred, palette)
-    paths = [out_dir / f"{stem}_label.png", out_dir / f"{stem}_color.png", out_dir / f"{stem}_overlay.png"]
+    paths = [out_dir / f"{stem}_label{label_suffix(num_classes)}", out_dir / f"{stem}_color.png",
+             out_dir / f"{stem}_overlay.png"]
     label_image(pred, num_classes).save(paths[0])
     Image.fromarray(color).save(paths[1])
     Image.fromarray(overlay(image, color, alpha)).save(paths[2])
@@ -82,4 +92,4 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     return written
 
 
-__all__ = ["collect_images", "label_image", "predict_files", "save_prediction"]
+__all__ = ["collect_images", "label_image", "label_suffix", "predict_files", "save_prediction"]

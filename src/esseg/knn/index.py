@@ -21,6 +21,7 @@ exactly, so every row holds ``k`` distinct valid ids.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -28,6 +29,8 @@ from esseg.errors import ConfigError
 
 # Floats of one batched-matmul chunk (items x group x width): bounds the search's temporaries.
 CHUNK_ELEMENTS = 1 << 23
+# Floats of the per-query block minima of one scan (queries x probed blocks x width / 8).
+SCAN_ELEMENTS = 1 << 23
 # k-means runs on at most this many points per list (a seeded subsample), then assigns all C.
 TRAIN_POINTS_PER_LIST = 64
 
@@ -38,9 +41,9 @@ def default_nlist(num_classes: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Lists probed per query: ``max(8, nlist / 16)`` capped at ``nlist`` (recall >= 0.9 in
+    """Lists probed per query: 20, capped at ``nlist`` (recall@8 >= 0.9 in
     docs/RESULTS.md's measurements at d = 12 on random unit vectors, the hardest case)."""
-    return min(nlist, max(8, nlist // 16))
+    return min(nlist, 20)
 
 
 def _exact(queries, database, k):
@@ -210,10 +213,12 @@ class IVFIndex:
         n = queries.shape[0]
         if n == 0:
             return queries.new_empty((0, k)), torch.empty((0, k), dtype=torch.long, device=queries.device)
-        dtype = self.blocks.dtype
-        q = queries.to(dtype)
-        probe = _exact(q.float(), self.centroids, nprobe)[1]  # (N, nprobe)
-        dists, i = self._scan(q, probe, k)
+        q = queries.to(self.blocks.dtype)
+        # Query chunks bound the (queries, probed blocks, width / 8) minima tensor of a scan.
+        rows = max(1, SCAN_ELEMENTS // (nprobe * int(self.list_blocks.max()) * (self.width // 8)))
+        parts = [self._scan(q[s : s + rows], _exact(q[s : s + rows].float(), self.centroids, nprobe)[1], k)
+                 for s in range(0, n, rows)]
+        dists, i = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])) if len(parts) > 1 else parts[0]
         bad = torch.nonzero(~torch.isfinite(dists[:, -1]) | (i[:, -1] >= self.num_classes)).flatten()
         if bad.numel():  # too few finite candidates: search those rows exactly
             dists[bad], i[bad] = _exact(q[bad], self.database, k)
@@ -277,3 +282,100 @@ class IVFIndex:
     def state(self) -> dict:
         """What rebuilds this index exactly: ``{"nlist", "nprobe", "assign" (C,) int64}``."""
         return {"nlist": self.nlist, "nprobe": self.nprobe, "assign": self.assign}
+
+
+class RefreshedIndex:
+    """A training-time :class:`IVFIndex` whose partition follows a moving class table.
+
+    Every search takes the vectors and list centroids from the current table (O(C d)); the
+    k-means partition is rebuilt every ``refresh_every`` training steps (its build time is
+    kept in ``build_s``). Recall@k of the returned neighbours against exact search is measured
+    on ``recall_queries`` evenly spaced queries of the search at a refresh step (the fresh
+    partition) and of the search one step before the next refresh (the stalest); the last
+    value is ``recall``. Under ``torch.distributed`` the partition is broadcast from rank 0, so
+    every rank searches the same lists. :meth:`state` / :meth:`load` save and restore it
+    exactly (``--resume``).
+
+    Args:
+        refresh_every: steps between partition rebuilds (R). nlist, nprobe: see :class:`IVFIndex`.
+        seed: k-means seed. recall_queries: queries per recall measurement (0 disables it).
+    """
+
+    def __init__(self, refresh_every: int = 100, nlist: int | None = None, nprobe: int | None = None, seed: int = 0,
+                 recall_queries: int = 256):
+        if refresh_every < 1:
+            raise ConfigError(f"the index refresh period must be >= 1 step; got {refresh_every}")
+        self.refresh_every, self.nlist, self.nprobe, self.seed = refresh_every, nlist, nprobe, seed
+        self.recall_queries = recall_queries
+        self.index: IVFIndex | None = None
+        self.built_at = -1
+        self.build_s = 0.0
+        self.recall = float("nan")
+        self._measure = False
+        self._saved: dict | None = None
+
+    @torch.no_grad()
+    def step(self, class_embeddings: torch.Tensor, iteration: int) -> bool:
+        """Rebuild the partition if ``iteration`` is a refresh step (or the table's shape changed);
+        returns True when it rebuilt. Call once per training step before searching."""
+        c, d = class_embeddings.shape
+        if self._saved is not None and self._saved["assign"].shape[0] == c:
+            self._restore(class_embeddings)
+        stale = self.index is None or (self.index.num_classes, self.index.dim) != (c, d)
+        due = stale or iteration - self.built_at >= self.refresh_every or iteration < self.built_at
+        self._measure = self.recall_queries > 0 and (due or iteration - self.built_at == self.refresh_every - 1)
+        if not due:
+            return False
+        start = time.perf_counter()
+        index = IVFIndex(class_embeddings, nlist=self.nlist, nprobe=self.nprobe, seed=self.seed)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            assign = index.assign.clone()
+            torch.distributed.broadcast(assign, 0)
+            index = IVFIndex(class_embeddings, nlist=index.nlist, nprobe=index.nprobe, assign=assign)
+        self.index, self.built_at, self.build_s = index, iteration, time.perf_counter() - start
+        return True
+
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, k: int, database: torch.Tensor | None = None, nprobe: int | None = None):
+        """:meth:`IVFIndex.search` on the current table (built on first use if :meth:`step` was not called)."""
+        if self.index is None and self._saved is not None and database is not None:
+            self._restore(database)
+        if self.index is None:
+            if database is None:
+                raise ConfigError("the training index has no class table yet; call step(class_embeddings, iteration)")
+            self.step(database, max(self.built_at, 0))
+        dists, idx = self.index.search(queries, k, database=database, nprobe=nprobe)
+        if self._measure and queries.shape[0] and database is not None:
+            self._measure = False
+            rows = torch.linspace(0, queries.shape[0] - 1, min(self.recall_queries, queries.shape[0])).long()
+            exact = _exact(queries[rows.to(queries.device)], database.detach(), k)[1]
+            self.recall = recall_at_k(idx[rows.to(idx.device)], exact)
+        return dists, idx
+
+    def state(self) -> dict:
+        """``{"built_at", "assign" (C,) int64 or None, "nlist", "nprobe", "build_s", "recall"}``."""
+        ix = self.index
+        return {"built_at": self.built_at, "assign": None if ix is None else ix.assign.cpu(),
+                "nlist": None if ix is None else ix.nlist, "nprobe": None if ix is None else ix.nprobe,
+                "build_s": self.build_s, "recall": self.recall}
+
+    def load(self, state: dict, class_embeddings: torch.Tensor | None = None) -> None:
+        """Restore :meth:`state`; the index itself is rebuilt from ``assign`` on the table (now or
+        at the next :meth:`step`/:meth:`search`)."""
+        self.built_at, self.build_s, self.recall = int(state["built_at"]), float(state["build_s"]), float(state["recall"])
+        self._saved = state if state.get("assign") is not None else None
+        self.index = None
+        if self._saved is not None and class_embeddings is not None:
+            self._restore(class_embeddings)
+
+    def _restore(self, class_embeddings: torch.Tensor) -> None:
+        s, self._saved = self._saved, None
+        self.index = IVFIndex(class_embeddings, nlist=s["nlist"], nprobe=s["nprobe"], assign=s["assign"])
+
+
+def recall_at_k(found: torch.Tensor, exact: torch.Tensor) -> float:
+    """Share of each row's exact neighbours (N, k) present in ``found`` (N, k'), averaged over rows."""
+    if exact.numel() == 0:
+        return float("nan")
+    hit = (found.unsqueeze(2) == exact.unsqueeze(1)).any(1)
+    return float(hit.float().mean())

@@ -26,10 +26,10 @@ TILE_COLS = 8192
 GROUP = 32
 
 # ``backend="auto"`` searches exactly below this many classes and with the inverted-file index
-# (:class:`~esseg.knn.index.IVFIndex`) from it on. Measured in docs/RESULTS.md ("A million
-# classes"): ``esseg bench scale`` / ``esseg bench knn``; the crossing of exact search and the
-# index's search + amortised build on the training step's block queries.
-AUTO_INDEX_MIN_CLASSES = 50_000
+# (:class:`~esseg.knn.index.IVFIndex`) from it on: where the index (default nlist / nprobe) is
+# about 2x faster than exact search on the training step's 16,384 block queries (one CPU
+# thread: equal at C = 10,000, 1.5x at 20,000, 3.9x at 50,000; docs/RESULTS.md, "A million classes").
+AUTO_INDEX_MIN_CLASSES = 25_000
 
 
 def _check(queries: torch.Tensor, database: torch.Tensor, k: int) -> None:
@@ -409,7 +409,7 @@ def knn_search(
         index: an object with ``search(queries, k, database=) -> (sq_dists, indices)`` (an
             :class:`~esseg.knn.index.IVFIndex` or the loss's refreshed index) to use instead of
             ``backend`` (e.g. a training index whose partition is refreshed every few steps).
-        **options: passed to the backend.
+        **options: passed to the backend (or to ``index.search``, e.g. ``nprobe=``).
 
     Returns:
         ``(sq_dists, indices)``: (N, k) squared distances ``||q_i - db_j||^2`` in ascending
@@ -423,6 +423,6 @@ def knn_search(
     """
     if index is not None:
         _check(queries, database, k)
-        return index.search(queries, k, database=database)
+        return index.search(queries, k, database=database, **options)
     name = resolve_backend(database.shape[0] if database.dim() == 2 else 0, backend)
     return BACKENDS[name](queries, database, k, **options)

@@ -36,7 +36,8 @@ def check_finite(values: torch.Tensor, what: str) -> None:
 
 @torch.no_grad()
 def nearest_class(
-    pixel_embeddings: torch.Tensor, class_embeddings: torch.Tensor, chunk_size: int | None = None, k: int = 1
+    pixel_embeddings: torch.Tensor, class_embeddings: torch.Tensor, chunk_size: int | None = None, k: int = 1,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Label of the nearest class embedding of each pixel (squared L2), in blocks.
 
@@ -45,6 +46,9 @@ def nearest_class(
     Args:
         pixel_embeddings: (B, d, H, W) or (N, d). class_embeddings: (C, d).
         chunk_size: pixels per search block (default: bounded by the search's block size).
+        backend: kNN backend (:func:`esseg.knn.knn_search`): ``"auto"`` searches exactly below
+            ``AUTO_INDEX_MIN_CLASSES`` classes and with the inverted-file index above (built once
+            per class table and cached until the table changes); ``"torch"`` is always exact.
 
     Returns:
         (B, H, W) or (N,) int64 labels; with k > 1, (B, k, H, W) or (N, k).
@@ -58,7 +62,7 @@ def nearest_class(
     check_finite(class_embeddings, "class embeddings")
     check_finite(x, "pixel embeddings")
     step = chunk_size or x.shape[0] or 1
-    idx = torch.cat([knn_search(x[s : s + step], class_embeddings, k)[1] for s in range(0, x.shape[0], step)] or [
+    idx = torch.cat([knn_search(x[s : s + step], class_embeddings, k, backend=backend)[1] for s in range(0, x.shape[0], step)] or [
         torch.empty((0, k), dtype=torch.long, device=x.device)
     ])
     if not four_d:
