@@ -152,3 +152,26 @@ def test_refreshed_index_refreshes_measures_recall_and_restores_exactly():
         assert torch.equal(a, b)
         differs.append(not torch.equal(a, c))
     assert any(differs)  # the test can tell a restored partition from a rebuilt one
+
+
+def test_nearest_class_uses_the_cached_index_and_follows_table_changes(monkeypatch):
+    import esseg.knn.search as search
+    from esseg.models.segmenter import nearest_class, search_agreement
+
+    monkeypatch.setattr(search, "AUTO_INDEX_MIN_CLASSES", 100)
+    x, mu = unit(2 * 5 * 7, 6, 40).view(2, 7, 5, 6).permute(0, 3, 2, 1), unit(400, 6, 41)
+    exact = nearest_class(x, mu, backend="torch")
+    assert exact.shape == (2, 5, 7)
+    built = []
+    real = search.IVFIndex
+    monkeypatch.setattr(search, "IVFIndex", lambda *a, **kw: built.append(1) or real(*a, **kw))
+    fast = nearest_class(x, mu)
+    assert (fast == exact).float().mean() > 0.9
+    nearest_class(x, mu.clone())  # same values: the cached index is reused
+    assert len(built) == 1
+    mu2 = unit(400, 6, 42)
+    assert (nearest_class(x, mu2) == nearest_class(x, mu2, backend="torch")).float().mean() > 0.9
+    assert len(built) == 2  # a changed table rebuilds
+    agreement = search_agreement(x, mu2, sample=50)
+    assert agreement == float((nearest_class(x, mu2) == nearest_class(x, mu2, backend="torch")).float().mean())
+    assert search_agreement(x, mu2[:99]) is None  # exact search below the threshold: nothing to compare

@@ -17,6 +17,7 @@ from esseg.engine.data import build_split, eval_loader
 from esseg.engine.distributed import cleanup_distributed, init_distributed
 from esseg.errors import CheckpointError
 from esseg.metrics import FREQUENCY_THRESHOLDS, ConfusionMatrix, frequency_group_metrics, group_metrics
+from esseg.models.segmenter import search_agreement
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -65,12 +66,19 @@ def evaluate(
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    agreement = None
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
         pred = predict_batch(model, images.to(device, non_blocking=True), amp=amp)
         cm.update(pred, labels.to(device, non_blocking=True))
+        if agreement is None and getattr(model, "is_embedding", False):  # the index vs exact search, first batch
+            padded = F.pad(images.to(device), (0, -images.shape[-1] % 32, 0, -images.shape[-2] % 32))
+            found = search_agreement(model(padded), model.class_embeddings())
+            agreement = -1.0 if found is None else found
     cm.all_reduce()
     model.train(was_training)
     metrics = cm.compute(class_names)
+    if agreement is not None and agreement >= 0:
+        metrics["knn_top1_agreement"] = agreement  # nearest class by the index == by exact search, sampled pixels
     if class_groups:
         metrics.update(group_metrics(metrics, class_groups))
     return metrics

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esseg.errors import NonFiniteError
-from esseg.knn import knn_search
+from esseg.knn import knn_search, resolve_backend
 
 
 def _upsample(out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -70,6 +70,24 @@ def nearest_class(
     b, _, h, w = pixel_embeddings.shape
     idx = idx.view(b, h, w, k).permute(0, 3, 1, 2)
     return idx[:, 0] if k == 1 else idx
+
+
+@torch.no_grad()
+def search_agreement(
+    pixel_embeddings: torch.Tensor, class_embeddings: torch.Tensor, backend: str = "auto", sample: int = 4096
+) -> float | None:
+    """Top-1 agreement of ``backend`` with exact search on ``sample`` evenly spaced pixels.
+
+    ``mean_i [nearest_class(x_i; backend) == nearest_class(x_i; "torch")]``; None when
+    ``backend`` resolves to exact search at this C (nothing to compare).
+    """
+    if resolve_backend(class_embeddings.shape[0], backend) == "torch":
+        return None
+    d = pixel_embeddings.shape[1]
+    x = pixel_embeddings.permute(0, 2, 3, 1).reshape(-1, d) if pixel_embeddings.dim() == 4 else pixel_embeddings
+    x = x[torch.linspace(0, x.shape[0] - 1, min(sample, x.shape[0]), device=x.device).long()]
+    fast = nearest_class(x, class_embeddings, backend=backend)
+    return float((fast == nearest_class(x, class_embeddings, backend="torch")).float().mean())
 
 
 class EmbeddingSegmenter(nn.Module):
