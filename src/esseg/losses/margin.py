@@ -49,6 +49,8 @@ def max_margin_loss(
     if neighbours is None:
         neighbours = nearest_other(class_embeddings.detach(), **search_options)
     cand = neighbours.view(c, -1)
-    # (C, m) distances in row blocks: no (C, m, d) gather is kept for backward (C = 10^6, m = 8: 384 MB)
-    d2 = candidate_sq_dists(class_embeddings, class_embeddings, cand).amin(1)
+    if cand.shape[1] > 1:  # the nearest candidate, chosen without a graph: d_i's value and gradient are its distance's
+        with torch.no_grad():
+            cand = cand.gather(1, candidate_sq_dists(class_embeddings, class_embeddings, cand).argmin(1, keepdim=True))
+    d2 = (class_embeddings - class_embeddings[cand[:, 0]]).pow(2).sum(1)
     return torch.relu(margin - d2.clamp_min(1e-12).sqrt()).mean()

@@ -125,7 +125,7 @@ class ESSLoss(nn.Module):
         c = class_embeddings.shape[0]
         every = self.reg_refresh_every or (1 if c <= 4096 else self.index.refresh_every if uses_index else 16)
         if uses_index:  # the class-to-class search probes fewer lists: a class's neighbours share its list
-            search = {**search, "nprobe": max(1, self.index.index.nprobe // 4)} if self.index.index else search
+            search = {**search, "nprobe": max(1, self.index.index.nprobe // 8)} if self.index.index else search
         if every == 1 or not self.training:
             return max_margin_loss(class_embeddings, self.margin, **search)
         cache = self._reg_cache
