@@ -175,3 +175,24 @@ def test_nearest_class_uses_the_cached_index_and_follows_table_changes(monkeypat
     agreement = search_agreement(x, mu2, sample=50)
     assert agreement == float((nearest_class(x, mu2) == nearest_class(x, mu2, backend="torch")).float().mean())
     assert search_agreement(x, mu2[:99]) is None  # exact search below the threshold: nothing to compare
+
+
+def test_neighbours_within_lists_equal_brute_force_inside_each_block():
+    db = unit(500, 5, 50)
+    db[7] = float("nan")
+    index = IVFIndex(db, nlist=6)
+    found = index.neighbours_within_lists(3)
+    assert found.shape == (500, 3) and not (found == torch.arange(500).unsqueeze(1)).any()
+    assert int(found.min()) >= 0 and int(found.max()) < 500
+    d2 = torch.cdist(db.double().nan_to_num(), db.double().nan_to_num()).pow(2)
+    d2[:, 7] = d2[7, :] = float("inf")
+    d2.fill_diagonal_(float("inf"))
+    same = torch.zeros(500, 500, dtype=torch.bool)
+    for row in index.block_ids.tolist():
+        ids = torch.tensor([i for i in row if i < 500])
+        same[ids.unsqueeze(1), ids] = True
+    ref = d2.masked_fill(~same, float("inf")).sort(1)[1][:, :3]
+    full = (same.sum(1) >= 4) & (torch.arange(500) != 7)
+    assert full.sum() > 450 and torch.equal(found[full], ref[full])
+    small = (same.sum(1) < 4) & (torch.arange(500) != 7)  # too few block members: exact over the table
+    assert small.any() and torch.equal(found[small], d2.sort(1)[1][:, :3][small])

@@ -279,6 +279,42 @@ class IVFIndex:
             j = torch.cat([j, j[:, :1].expand(-1, k - j.shape[1])], 1)
         return v, cand.gather(1, j)
 
+    @torch.no_grad()
+    def neighbours_within_lists(self, m: int, database: torch.Tensor | None = None) -> torch.Tensor:
+        """The m nearest *other* classes of every class among the members of its own block -> (C, m).
+
+        One batched matmul per chunk of blocks (``blocks @ blocks^T``), O(C * width * d) instead of a
+        C-query search: the class-to-class search of the max-margin regulariser at large C, whose
+        nearest other class almost always shares its k-means list. Rows whose block holds fewer than
+        m + 1 classes are searched exactly. Never contains the row's own id.
+        """
+        if database is not None:
+            self.update(database)
+        c, width = self.num_classes, self.width
+        out = torch.full((c + 1, m), c, dtype=torch.long, device=self.blocks.device)
+        mm = min(m, width - 1)
+        step = max(1, CHUNK_ELEMENTS // (width * width))
+        eye = torch.eye(width, dtype=torch.bool, device=self.blocks.device)
+        for s in range(0, self.blocks.shape[0], step):
+            b = self.blocks[s : s + step]
+            d2 = torch.baddbmm(self.block_sq[s : s + step].unsqueeze(1), b, b.transpose(1, 2), alpha=-2.0)
+            d2 = d2.masked_fill_(eye, float("inf"))
+            d2 = torch.where(torch.isnan(d2), float("inf"), d2)
+            v, j = torch.topk(d2, mm, dim=2, largest=False, sorted=True)
+            ids = self.block_ids[s : s + step]
+            found = ids.gather(1, j.view(j.shape[0], -1)).view(j.shape)
+            found = torch.where(torch.isinf(v), c, found)
+            out[ids.reshape(-1), :mm] = found.reshape(-1, mm)  # padding rows land on row C
+        out = out[:c]
+        bad = torch.nonzero((out == c).any(1)).flatten()
+        if bad.numel():
+            m_exact = min(m + 1, c)
+            idx = _exact(self.database[bad].float(), self.database.float(), m_exact)[1]
+            own = idx == bad.unsqueeze(1)
+            own[:, -1] |= ~own.any(1)
+            out[bad, : m_exact - 1] = idx[~own].view(-1, m_exact - 1)
+        return out[:, :m]
+
     def state(self) -> dict:
         """What rebuilds this index exactly: ``{"nlist", "nprobe", "assign" (C,) int64}``."""
         return {"nlist": self.nlist, "nprobe": self.nprobe, "assign": self.assign}

@@ -124,13 +124,14 @@ class ESSLoss(nn.Module):
     def _regulariser(self, class_embeddings: torch.Tensor, search: dict, uses_index: bool) -> torch.Tensor:
         c = class_embeddings.shape[0]
         every = self.reg_refresh_every or (1 if c <= 4096 else self.index.refresh_every if uses_index else 16)
-        if uses_index:  # the class-to-class search probes fewer lists: a class's neighbours share its list
-            search = {**search, "nprobe": max(1, self.index.index.nprobe // 8)} if self.index.index else search
         if every == 1 or not self.training:
             return max_margin_loss(class_embeddings, self.margin, **search)
         cache = self._reg_cache
         if cache is None or cache.shape[0] != c or self._calls % every == 0:
-            cache = nearest_other(class_embeddings.detach(), m=self.reg_candidates, **search).view(c, -1)
+            if uses_index:  # a class's nearest others almost always share its k-means list
+                cache = self.index.index.neighbours_within_lists(self.reg_candidates, class_embeddings.detach())
+            else:
+                cache = nearest_other(class_embeddings.detach(), m=self.reg_candidates, **search).view(c, -1)
         self._reg_cache = cache = cache.to(class_embeddings.device)  # a resumed cache arrives on the CPU
         return max_margin_loss(class_embeddings, self.margin, neighbours=cache)
 
