@@ -9,8 +9,10 @@ embeddings over an approximate candidate set. A search:
    keeps the ``nprobe`` nearest lists;
 2. groups the (query, list) pairs by list: each list is stored as padded blocks of ``width``
    vectors, and up to ``group`` queries that probe one block form one item of a batched
-   matmul ``[-2 q, 1] @ [mu, ||mu||^2]^T`` (no per-query gather of candidate vectors);
-3. keeps each pair's best ``k`` and merges them per query with one ``topk``.
+   matmul ``||mu||^2 - 2 q . mu`` (``baddbmm``; no per-query gather of candidate vectors);
+3. keeps the minimum of every 8-wide column group; per query, the ``k`` groups with the
+   smallest minima hold its ``k`` nearest probed vectors (exactly), whose distances are then
+   recomputed from the table and ranked.
 
 Cost per query: ``O(nlist + nprobe * C / nlist)`` distances instead of ``O(C)``; with
 ``nprobe = nlist`` the result equals exact search (the oracle tests check this). Rows whose
@@ -51,11 +53,6 @@ def _exact(queries, database, k):
 
     return torch_exact_search(queries, database, k)
 
-
-def _tile_topk(d2, k, group):
-    from esseg.knn.search import _tile_topk as tile_topk  # noqa: PLC0415
-
-    return tile_topk(d2, k, group)
 
 
 def kmeans_assign(database: torch.Tensor, nlist: int, iters: int = 10, seed: int = 0) -> torch.Tensor:
