@@ -21,7 +21,10 @@ softmax) runs at ``--baseline-classes`` (19) in the same run as the reference. P
   4096 pixels (:func:`esseg.models.segmenter.search_agreement`).
 - ``knn``: ``knn_search(q, table, k + 1)`` with the default backend (``method=default``, the
   index cached as in inference) vs FAISS ``IndexFlatL2`` (``method=faiss_flat``) on the same
-  16,384 random unit queries (a 256x256 batch of 4 at the loss's block resolution).
+  16,384 random unit queries (a 256x256 batch of 4 at the loss's block resolution); its
+  ``knn_recall`` and ``top1_agreement`` (2048 queries) are against exact search. A random-init
+  network gives nearly every pixel the same embedding, so the inference row's agreement is
+  close to one sample; the knn row's is over independent queries.
 - ``recall``: with ``--recall-steps N``, the largest C trains N steps and logs ``knn_recall``
   at every measurement (each refresh and the step before it), one row per measurement.
 """
@@ -209,6 +212,8 @@ def knn_task(params: dict) -> dict:
     times = time_repeats(lambda: knn_search(q, table, k, backend="faiss"), s.repeats, 0, device)
     _, exact = knn_search(q, table, k, backend="faiss")
     rows[0]["knn_recall"] = recall_at_k(found, exact)
+    sample = q[: min(2048, n)]  # top-1 on random queries (a random-init network's pixels are nearly all alike)
+    rows[0]["top1_agreement"] = search_agreement(sample, table, backend=option) if backend != "torch" else 1.0
     rows.append(dict(method="faiss_flat", measure="knn", status="ok", backend="faiss", seconds=median(times)))
     return {"status": "ok", "rows": rows}
 
