@@ -90,3 +90,10 @@ def test_class_ids_beyond_65535():
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match=r"e\.g\. 2147483647 or -1"):
         ESSLoss(k=3, ignore_index=65535)(x, y, mu)
+
+
+def test_unknown_backend_fails_at_construction():
+    from esseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown knn backend 'annoy'; known backends: auto, torch"):
+        ESSLoss(backend="annoy")
