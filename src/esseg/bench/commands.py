@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "knn": "esseg.bench.knn",
     "loss": "esseg.bench.loss",
     "accuracy": "esseg.bench.accuracy",
+    "scale": "esseg.bench.scale",
 }
 
 

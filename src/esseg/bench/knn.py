@@ -7,7 +7,7 @@ the time is the median of ``--repeats`` calls after ``--warmup``, each call doin
 training step would redo because the class table changed: building and training an index
 included. Paths (all search k neighbours of every pixel):
 
-- ``torch``: ``knn_search(q, mu, k)``, the library's exact default;
+- ``torch``: ``knn_search(q, mu, k, backend="torch")``, the library's exact search;
 - ``faiss_flat``: ``backend="faiss"`` (``IndexFlatL2``, exact); ``faiss_ivf``: ``IndexIVFFlat``
   with ``nlist`` lists (default round(sqrt(C))), ``nprobe`` probed; both need FAISS;
 - ``clustered``: ``backend="clustered"`` (k-means + probe in torch, same nlist / nprobe), its
@@ -80,7 +80,7 @@ def shared_search(field: torch.Tensor, database: torch.Tensor, k: int, stride: i
     b, d, h, w = field.shape
     pooled = F.avg_pool2d(field, stride, stride, ceil_mode=True)
     hb, wb = pooled.shape[2:]
-    _, idx = knn_search(pooled.permute(0, 2, 3, 1).reshape(-1, d), database, k)
+    _, idx = knn_search(pooled.permute(0, 2, 3, 1).reshape(-1, d), database, k, backend="torch")
     rows = torch.arange(h, device=field.device) // stride
     cols = torch.arange(w, device=field.device) // stride
     block = (torch.arange(b, device=field.device).view(b, 1, 1) * hb + rows.view(1, h, 1)) * wb + cols.view(1, 1, w)
@@ -117,7 +117,7 @@ def _paths(s: Settings, args, num_classes: int, faiss_ok: bool):
 
     nlist = args.nlist or max(1, round(math.sqrt(num_classes)))
     paths = {
-        "torch": (lambda q, f, db: knn_search(q, db, s.k)[1], dict()),
+        "torch": (lambda q, f, db: knn_search(q, db, s.k, backend="torch")[1], dict()),
         "faiss_flat": (lambda q, f, db: knn_search(q, db, s.k, backend="faiss")[1], dict()),
         "faiss_ivf": (lambda q, f, db: knn_search(q, db, s.k, backend="faiss", nlist=nlist, nprobe=args.nprobe)[1],
                       dict(nlist=nlist, nprobe=args.nprobe)),

@@ -37,6 +37,8 @@ from esseg.errors import EssegError
 TASKS = {
     "train_step": "esseg.bench.memory:train_step_task",
     "loss": "esseg.bench.loss:loss_task",
+    "scale": "esseg.bench.scale:scale_task",
+    "scale_knn": "esseg.bench.scale:knn_task",
 }
 MODES = ("fork", "spawn")
 

@@ -6,8 +6,9 @@ or ``ignore_index``. Raw samples come from :meth:`SegmentationDataset.load`, whi
 PIL RGB image and an int64 numpy label map already mapped to train ids; paired transforms
 (``esseg.data.transforms``) then crop/scale/flip both and convert them to tensors.
 
-``ignore_index`` is 255 for label spaces of at most 255 classes and 65535 above that, where
-255 is a real class id (COCO+LVIS has 1284 classes).
+``ignore_index`` is 255 for label spaces of at most 255 classes, 65535 up to 65535 classes
+(255 is a real class id there: COCO+LVIS has 1284 classes) and ``2**31 - 1`` above that, where
+65535 is a real class id too (label maps then need 32-bit storage: TIFF or ``.npy``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# The ignore label above 65535 classes: the largest int32, so label maps fit 32-bit storage.
+IGNORE_INDEX_INT32 = 2**31 - 1
+
+
 def default_ignore_index(num_classes: int) -> int:
-    """255 when it cannot collide with a class id, else 65535 (fits a uint16 PNG)."""
-    return 255 if num_classes <= 255 else 65535
+    """The smallest of 255 (uint8), 65535 (uint16 PNG) and ``2**31 - 1`` (int32) that is not a class id."""
+    if num_classes <= 255:
+        return 255
+    return 65535 if num_classes <= 65535 else IGNORE_INDEX_INT32
 
 
 def bit_palette(num_classes: int) -> np.ndarray:

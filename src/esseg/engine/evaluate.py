@@ -19,6 +19,7 @@ from esseg.engine.logging import interactive
 from esseg.errors import CheckpointError
 from esseg.metrics import FREQUENCY_THRESHOLDS, ConfusionMatrix, frequency_group_metrics, group_metrics
 from esseg.models.class_encoders import load_class_list
+from esseg.models.segmenter import forward_any_size, search_agreement
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -128,6 +129,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    agreement = None
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not (progress and interactive()),
                                dynamic_ncols=True):
         if isinstance(images, list):  # a batch of mixed sizes (engine.data.eval_collate): one by one
@@ -137,9 +139,15 @@ def evaluate(
             continue
         pred = predict_images(model, images.to(device, non_blocking=True), amp, tile, overlap, class_embeddings)
         cm.update(pred, labels.to(device, non_blocking=True))
+        if agreement is None and getattr(model, "is_embedding", False):  # the index vs exact search, first batch
+            table = model.class_embeddings() if class_embeddings is None else class_embeddings
+            found = search_agreement(forward_any_size(model, images.to(device)), table)
+            agreement = -1.0 if found is None else found
     cm.all_reduce()
     model.train(was_training)
     metrics = cm.compute(class_names)
+    if agreement is not None and agreement >= 0:
+        metrics["knn_top1_agreement"] = agreement  # nearest class by the index == by exact search, sampled pixels
     if class_groups:
         metrics.update(group_metrics(metrics, class_groups))
     return metrics

@@ -1,9 +1,10 @@
 """Prediction on image files: label maps, colourised masks and overlays.
 
 For each input image ``<stem>.<ext>`` three PNGs are written to the output folder:
-``<stem>_label.png`` (class ids; 8-bit when C <= 255, else 16-bit), ``<stem>_color.png`` (the
-mask in the dataset palette) and ``<stem>_overlay.png`` (mask blended over the image). Each file is written atomically (a killed
-run never leaves a truncated PNG) and the output folder is checked before the model is loaded.
+``<stem>_label.png`` (class ids; 8-bit when C <= 255, 16-bit up to 65535 classes; above that
+``<stem>_label.tif``, 32-bit signed), ``<stem>_color.png`` (the mask in the dataset palette) and
+``<stem>_overlay.png`` (mask blended over the image). Each file is written atomically (a killed
+run never leaves a truncated file) and the output folder is checked before the model is loaded.
 
 Images are read as 8-bit RGB; 16-bit images are scaled to 8 bits (``v / 257``), float images
 with values in [0, 1] are multiplied by 255 and those in [0, 255] are taken as they are; other
@@ -85,15 +86,25 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise EssegError(f"cannot read image {path}: {err}") from None
 
 
-def _save_png(image: Image.Image, path: Path) -> None:
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+def _save_image(image: Image.Image, path: Path) -> None:
+    """Write ``image`` atomically, in the format of ``path``'s suffix (PNG, or TIFF for 32-bit labels)."""
+    fmt = "TIFF" if path.suffix.lower() in (".tif", ".tiff") else "PNG"
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
 
 
 def label_image(label: np.ndarray, num_classes: int) -> Image.Image:
-    """A class-id map as a PNG-ready image: 8-bit when ``num_classes <= 255``, else 16-bit."""
+    """A class-id map as an image: 8-bit when ``num_classes <= 255``, 16-bit (PNG) up to 65535,
+    else 32-bit signed (mode ``"I"``: save it as TIFF, see :func:`label_suffix`)."""
     if num_classes <= 255:
         return Image.fromarray(label.astype(np.uint8))
-    return Image.fromarray(label.astype(np.uint16))
+    if num_classes <= 65535:
+        return Image.fromarray(label.astype(np.uint16))
+    return Image.fromarray(label.astype(np.int32))
+
+
+def label_suffix(num_classes: int) -> str:
+    """File suffix of a label map: ``.png`` up to 65535 classes, ``.tif`` (32-bit) above."""
+    return ".png" if num_classes <= 65535 else ".tif"
 
 
 def save_prediction(out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarray, num_classes: int,
@@ -102,10 +113,11 @@ def save_prediction(out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarra
     return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     color = colorize(pred, palette)
-    paths = [out_dir / f"{stem}_label.png", out_dir / f"{stem}_color.png", out_dir / f"{stem}_overlay.png"]
-    _save_png(label_image(pred, num_classes), paths[0])
-    _save_png(Image.fromarray(color), paths[1])
-    _save_png(Image.fromarray(overlay(image, color, alpha)), paths[2])
+    paths = [out_dir / f"{stem}_label{label_suffix(num_classes)}", out_dir / f"{stem}_color.png",
+             out_dir / f"{stem}_overlay.png"]
+    _save_image(label_image(pred, num_classes), paths[0])
+    _save_image(Image.fromarray(color), paths[1])
+    _save_image(Image.fromarray(overlay(image, color, alpha)), paths[2])
     return paths
 
 
@@ -139,4 +151,4 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     return written
 
 
-__all__ = ["collect_images", "label_image", "predict_files", "read_rgb", "save_prediction"]
+__all__ = ["collect_images", "label_image", "label_suffix", "predict_files", "read_rgb", "save_prediction"]

@@ -168,7 +168,8 @@ def build_criterion(cfg: Config, num_classes: int, ignore_index: int) -> nn.Modu
             f"(k nearest classes other than the target); use loss.k <= {num_classes - 1} or loss.mode=exact"
         )
     return ESSLoss(k=lo.k, tau=lo.tau, margin=lo.margin, reg_weight=lo.reg_weight, ignore_index=ignore_index,
-                   mode=lo.mode, query_stride=lo.query_stride)
+                   mode=lo.mode, query_stride=lo.query_stride, backend=lo.backend,
+                   index_refresh_every=lo.index_refresh_every)
 
 
 def resolve_resume(resume: str | None, run: RunFolder) -> Path | None:
@@ -347,6 +348,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
             seed_everything(t.seed + info.rank + 1000 * start_iter)
         if info.is_main:
             tqdm.write(f"resuming from {resume_path} at iteration {start_iter}")
+    if info.is_main and hasattr(criterion, "search_backend") and cfg.loss.mode != "exact":
+        tqdm.write(f"kNN search: {criterion.search_backend(num_classes)} (loss.backend={cfg.loss.backend}, C={num_classes}; "
+                   "knn_recall and index_build_s are logged when the index is used)")
 
     ddp_model = model
     if info.enabled:

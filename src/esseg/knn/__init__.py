@@ -1,5 +1,11 @@
-"""k-nearest-neighbour search backends (exact torch, FAISS flat/IVF, clustered torch)."""
+"""k-nearest-neighbour search backends (exact torch, plain-torch IVF index, FAISS flat/IVF/HNSW)."""
 
-from esseg.knn.search import BACKENDS, ClusteredIndex, knn_search, torch_exact_search
+from esseg.knn.index import IVFIndex
+from esseg.knn.search import (
+    AUTO_INDEX_MIN_CLASSES, BACKENDS, ClusteredIndex, FaissIndex, knn_search, resolve_backend, torch_exact_search,
+)
 
-__all__ = ["BACKENDS", "ClusteredIndex", "knn_search", "torch_exact_search"]
+__all__ = [
+    "AUTO_INDEX_MIN_CLASSES", "BACKENDS", "ClusteredIndex", "FaissIndex", "IVFIndex", "knn_search", "resolve_backend",
+    "torch_exact_search",
+]

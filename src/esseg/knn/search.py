@@ -16,11 +16,25 @@ from typing import Callable
 import numpy as np
 import torch
 
+from esseg.errors import ConfigError
+from esseg.knn.index import IVFIndex, default_nlist
+
 # Tile of the (queries x database) distance matrix computed at once (16 MiB in fp32), so peak
 # memory does not grow with N or C; and the width of the groups whose minima prefilter top-k.
 TILE_ROWS = 512
 TILE_COLS = 8192
 GROUP = 32
+
+# ``backend="auto"`` searches exactly below this many classes and with the inverted-file index
+# (:class:`~esseg.knn.index.IVFIndex`) from it on: where the index (default nlist / nprobe) is
+# about 2x faster than exact search on the training step's 16,384 block queries (one CPU
+# thread: equal at C = 10,000, 1.5x at 20,000, 3.9x at 50,000; docs/RESULTS.md, "A million classes").
+AUTO_INDEX_MIN_CLASSES = 25_000
+# Lists probed by the cached one-shot index search (``backend="ivf"``/``"auto"``: prediction,
+# evaluation) unless ``nprobe=`` is given: top-1 matters there. Top-1 agreement with exact
+# search on random unit queries at C = 10^6 (nlist 2000): 0.978 at 20, 0.993 at 32, 0.998 at 48
+# probed lists (the training index probes 20: its recall@8 stays >= 0.93).
+SEARCH_NPROBE = 40
 
 
 def _check(queries: torch.Tensor, database: torch.Tensor, k: int) -> None:
@@ -117,11 +131,11 @@ def torch_exact_search(
 def _faiss():
     try:
         import faiss  # noqa: PLC0415
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            'the "faiss" kNN backend needs FAISS: pip install "esseg[faiss]" (or faiss-gpu), '
-            'or use backend="torch"'
-        ) from err
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError(
+            'the FAISS kNN backends need FAISS: pip install "esseg[faiss]" (or faiss-gpu), '
+            'or use backend="torch" (exact) or backend="ivf" (the plain-torch index)'
+        ) from None
     return faiss
 
 
@@ -260,33 +274,161 @@ def clustered_search(
     return ClusteredIndex(database, nlist=nlist, seed=seed).search(queries, k, nprobe=nprobe)
 
 
+class _IndexCache:
+    """The last index built by a one-shot ``knn_search`` call, reused while the table is unchanged.
+
+    Keyed by the options and validated by comparing the table's values (O(C d), far cheaper than
+    a build), so a new table with the same address never reuses a stale index.
+    """
+
+    def __init__(self):
+        self.key, self.table, self.index = None, None, None
+
+    def get(self, database: torch.Tensor, key: tuple, build: Callable[[], object]):
+        full_key = (*key, tuple(database.shape), database.dtype, database.device)
+        if self.key != full_key or not torch.equal(self.table, database):
+            self.key, self.table, self.index = None, None, None  # free the old one before building
+            self.index, self.table, self.key = build(), database.detach().clone(), full_key
+        return self.index
+
+
+_CACHE = _IndexCache()
+
+
+@torch.no_grad()
+def ivf_search(
+    queries: torch.Tensor, database: torch.Tensor, k: int, nlist: int | None = None, nprobe: int | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-exhaustive plain-torch search with an :class:`~esseg.knn.index.IVFIndex` (CPU and GPU).
+
+    The index is built on the first call for a table and cached until the table's values change
+    (inference: once per class table). Distances are exact; only the candidate set (the
+    ``nprobe`` probed lists of ``nlist``, default :data:`SEARCH_NPROBE`) is approximate;
+    ``nprobe = nlist`` is exact search.
+    """
+    _check(queries, database, k)
+    index = _CACHE.get(database, ("ivf", nlist, seed), lambda: IVFIndex(database, nlist=nlist, seed=seed))
+    return index.search(queries, k, nprobe=min(index.nlist, SEARCH_NPROBE) if nprobe is None else nprobe)
+
+
+class FaissIndex:
+    """A FAISS ``IndexIVFFlat`` or ``IndexHNSWFlat`` over a (C, d) table, re-ranked exactly.
+
+    FAISS proposes ``candidates`` neighbours per query from the vectors it was built on; their
+    distances are then recomputed against the table passed to :meth:`search` (the current class
+    embeddings), so only the candidate set is approximate.
+    """
+
+    def __init__(self, database: torch.Tensor, kind: str = "ivf", nlist: int | None = None, nprobe: int | None = None,
+                 seed: int = 0, hnsw_m: int = 32, ef_search: int = 64):
+        faiss = _faiss()
+        c, self.dim = database.shape
+        self.num_classes = c
+        xb = database.detach().float().cpu().contiguous().numpy()
+        if not np.isfinite(xb).all():
+            raise ConfigError("FAISS cannot index a class table holding NaN/inf; use backend=\"torch\" or \"ivf\"")
+        if kind == "ivf":
+            self.nlist = default_nlist(c) if nlist is None else int(nlist)
+            if not 1 <= self.nlist <= c:
+                raise ConfigError(f"nlist={self.nlist} must be in [1, C={c}]; lower nlist")
+            nprobe = max(8, self.nlist // 16) if nprobe is None else int(nprobe)
+            if not 1 <= nprobe <= self.nlist:
+                raise ConfigError(f"nprobe={nprobe} must be in [1, nlist={self.nlist}]; lower nprobe or raise nlist")
+            self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.dim), self.dim, self.nlist)
+            self.index.cp.seed = seed
+            self.index.train(xb)
+            self.index.nprobe = min(nprobe, self.nlist)
+        else:
+            self.index = faiss.IndexHNSWFlat(self.dim, hnsw_m)
+            self.index.hnsw.efSearch = ef_search
+        self.index.add(xb)
+        self.database = database.detach()
+
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, k: int, database: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, d) -> ``(sq_dists, indices)`` (N, k), exact distances to ``database`` (default: the built table)."""
+        if queries.shape[1] != self.dim:
+            raise ConfigError(f"this index was built for d={self.dim}; the queries have d={queries.shape[1]}: rebuild it")
+        db = self.database if database is None else database.detach()
+        xq = queries.detach().float().cpu().contiguous().numpy()
+        _, cand = self.index.search(xq, min(self.num_classes, max(k, 2 * k)))
+        cand = torch.from_numpy(cand).to(queries.device, torch.long)
+        missing = cand < 0
+        d2 = (queries.unsqueeze(1) - db[cand.clamp(min=0)]).pow(2).sum(-1).masked_fill(missing, float("inf"))
+        d2 = torch.where(torch.isnan(d2), float("inf"), d2)
+        v, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        idx = cand.gather(1, j)
+        bad = torch.nonzero(~torch.isfinite(v[:, -1])).flatten()
+        if bad.numel():  # too few candidates (or a NaN query): exact search for those rows
+            v[bad], idx[bad] = torch_exact_search(queries[bad], db, k)
+        return v, idx
+
+
+def _faiss_index_search(kind: str):
+    @torch.no_grad()
+    def search(queries, database, k, nlist=None, nprobe=None, seed=0, **options):
+        _check(queries, database, k)
+        if not bool(torch.isfinite(database).all()):
+            return torch_exact_search(queries, database, k)
+        index = _CACHE.get(database, (kind, nlist, nprobe, seed, tuple(sorted(options.items()))),
+                           lambda: FaissIndex(database, kind, nlist, nprobe, seed, **options))
+        return index.search(queries, k)
+
+    search.__doc__ = f"FAISS {kind.upper()} candidates re-ranked exactly (:class:`FaissIndex`), cached per table."
+    return search
+
+
 BACKENDS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "torch": torch_exact_search,
     "faiss": faiss_search,
     "clustered": clustered_search,
+    "ivf": ivf_search,
+    "faiss_ivf": _faiss_index_search("ivf"),
+    "faiss_hnsw": _faiss_index_search("hnsw"),
 }
 
 
+def resolve_backend(num_classes: int, backend: str = "auto") -> str:
+    """The backend ``backend="auto"`` uses for a C-class table: ``"torch"`` (exact) below
+    :data:`AUTO_INDEX_MIN_CLASSES`, else ``"ivf"``; any other name is returned as is (checked)."""
+    if backend == "auto":
+        return "torch" if num_classes < AUTO_INDEX_MIN_CLASSES else "ivf"
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown knn backend {backend!r}; known backends: auto, {', '.join(BACKENDS)}")
+    return backend
+
+
 def knn_search(
-    queries: torch.Tensor, database: torch.Tensor, k: int, backend: str = "torch", **options
+    queries: torch.Tensor, database: torch.Tensor, k: int, backend: str = "auto", index=None, **options
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Find the ``k`` nearest database vectors of each query (squared L2 distance).
 
     Args:
         queries: (N, d) float tensor. database: (C, d) float tensor. k: 1 <= k <= C.
-        backend: ``"torch"`` (exact, blocked; default), ``"faiss"`` (``IndexFlatL2``, or
-            ``IndexIVFFlat`` with ``nlist=``/``nprobe=``) or ``"clustered"`` (non-exhaustive
-            k-means + probe in plain torch; ``nlist=``, ``nprobe=``).
-        **options: passed to the backend.
+        backend: ``"auto"`` (default: exact ``"torch"`` below :data:`AUTO_INDEX_MIN_CLASSES`
+            classes, ``"ivf"`` from there on, see :func:`resolve_backend`), ``"torch"`` (exact,
+            tiled), ``"ivf"`` (plain-torch inverted-file index, cached per table; ``nlist=``,
+            ``nprobe=``), ``"faiss"`` (``IndexFlatL2``, or ``IndexIVFFlat`` with ``nlist=``),
+            ``"faiss_ivf"`` / ``"faiss_hnsw"`` (FAISS candidates re-ranked exactly, cached per
+            table) or ``"clustered"`` (the first plain-torch index; slower than ``"ivf"``).
+        index: an object with ``search(queries, k, database=) -> (sq_dists, indices)`` (an
+            :class:`~esseg.knn.index.IVFIndex` or the loss's refreshed index) to use instead of
+            ``backend`` (e.g. a training index whose partition is refreshed every few steps).
+        **options: passed to the backend (or to ``index.search``, e.g. ``nprobe=``).
 
     Returns:
         ``(sq_dists, indices)``: (N, k) squared distances ``||q_i - db_j||^2`` in ascending
         order and their int64 database indices, always in ``[0, C)`` (also for NaN/inf
-        inputs, whose distances rank last). Computed without gradient.
+        inputs, whose distances rank last). Computed without gradient. Exact for ``"torch"``
+        and ``"faiss"``; the index backends return exact distances over approximate candidates.
 
     Raises:
-        ValueError: ``k > C``, mismatched dimensions or an unknown backend.
+        ValueError: ``k > C``, mismatched dimensions; ConfigError: an unknown backend, ``nprobe``
+        above ``nlist``, FAISS asked for but not installed, an index built for another d.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown knn backend {backend!r}; known backends: {', '.join(BACKENDS)}")
-    return BACKENDS[backend](queries, database, k, **options)
+    if index is not None:
+        _check(queries, database, k)
+        return index.search(queries, k, database=database, **options)
+    name = resolve_backend(database.shape[0] if database.dim() == 2 else 0, backend)
+    return BACKENDS[name](queries, database, k, **options)

@@ -36,9 +36,10 @@ def check_tau(tau: float) -> None:
 def valid_mask(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
     """Boolean mask of non-ignored labels; raises if any other label is outside [0, C)."""
     if 0 <= ignore_index < num_classes:
+        suggestion = 65535 if num_classes <= 65535 else 2**31 - 1
         raise ValueError(
             f"ignore_index={ignore_index} is a real class id when num_classes={num_classes}; "
-            "use an ignore_index outside [0, num_classes), e.g. 65535 or -1"
+            f"use an ignore_index outside [0, num_classes), e.g. {suggestion} or -1"
         )
     if labels.dtype.is_floating_point:
         raise ValueError(f"labels must be an integer tensor; got {labels.dtype}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from esseg.knn import knn_search
+from esseg.losses.knn_ce import candidate_sq_dists
 
 
 @torch.no_grad()
@@ -48,5 +49,8 @@ def max_margin_loss(
     if neighbours is None:
         neighbours = nearest_other(class_embeddings.detach(), **search_options)
     cand = neighbours.view(c, -1)
-    d2 = (class_embeddings.unsqueeze(1) - class_embeddings[cand]).pow(2).sum(-1).amin(1)
+    if cand.shape[1] > 1:  # the nearest candidate, chosen without a graph: d_i's value and gradient are its distance's
+        with torch.no_grad():
+            cand = cand.gather(1, candidate_sq_dists(class_embeddings, class_embeddings, cand).argmin(1, keepdim=True))
+    d2 = (class_embeddings - class_embeddings[cand[:, 0]]).pow(2).sum(1)
     return torch.relu(margin - d2.clamp_min(1e-12).sqrt()).mean()

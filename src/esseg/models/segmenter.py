@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esseg.errors import ConfigError, NonFiniteError
-from esseg.knn import knn_search
+from esseg.knn import knn_search, resolve_backend
 
 
 def _upsample(out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -66,7 +66,8 @@ def check_finite(values: torch.Tensor, what: str) -> None:
 
 @torch.no_grad()
 def nearest_class(
-    pixel_embeddings: torch.Tensor, class_embeddings: torch.Tensor, chunk_size: int | None = None, k: int = 1
+    pixel_embeddings: torch.Tensor, class_embeddings: torch.Tensor, chunk_size: int | None = None, k: int = 1,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Label of the nearest class embedding of each pixel (squared L2), in blocks.
 
@@ -75,6 +76,9 @@ def nearest_class(
     Args:
         pixel_embeddings: (B, d, H, W) or (N, d). class_embeddings: (C, d).
         chunk_size: pixels per search block (default: bounded by the search's block size).
+        backend: kNN backend (:func:`esseg.knn.knn_search`): ``"auto"`` searches exactly below
+            ``AUTO_INDEX_MIN_CLASSES`` classes and with the inverted-file index above (built once
+            per class table and cached until the table changes); ``"torch"`` is always exact.
 
     Returns:
         (B, H, W) or (N,) int64 labels; with k > 1, (B, k, H, W) or (N, k).
@@ -88,7 +92,7 @@ def nearest_class(
     check_finite(class_embeddings, "class embeddings")
     check_finite(x, "pixel embeddings")
     step = chunk_size or x.shape[0] or 1
-    idx = torch.cat([knn_search(x[s : s + step], class_embeddings, k)[1] for s in range(0, x.shape[0], step)] or [
+    idx = torch.cat([knn_search(x[s : s + step], class_embeddings, k, backend=backend)[1] for s in range(0, x.shape[0], step)] or [
         torch.empty((0, k), dtype=torch.long, device=x.device)
     ])
     if not four_d:
@@ -96,6 +100,27 @@ def nearest_class(
     b, _, h, w = pixel_embeddings.shape
     idx = idx.view(b, h, w, k).permute(0, 3, 1, 2)
     return idx[:, 0] if k == 1 else idx
+
+
+@torch.no_grad()
+def search_agreement(
+    pixel_embeddings: torch.Tensor, class_embeddings: torch.Tensor, backend: str = "auto", sample: int = 4096
+) -> float | None:
+    """Top-1 agreement of ``backend`` with exact search on ``sample`` evenly spaced pixels.
+
+    ``mean_i [nearest_class(x_i; backend) == argmin_c ||x_i - mu_c||^2 in float64]``; None when
+    ``backend`` resolves to exact search at this C (nothing to compare).
+    """
+    if resolve_backend(class_embeddings.shape[0], backend) == "torch":
+        return None
+    d = pixel_embeddings.shape[1]
+    x = pixel_embeddings.permute(0, 2, 3, 1).reshape(-1, d) if pixel_embeddings.dim() == 4 else pixel_embeddings
+    x = x[torch.linspace(0, x.shape[0] - 1, min(sample, x.shape[0]), device=x.device).long()]
+    fast = nearest_class(x, class_embeddings, backend=backend)
+    # The reference is exact search in float64: float32 exact search itself can swap near-ties
+    # (a random-init network gives every pixel nearly the same embedding, so one tie flips all).
+    exact = nearest_class(x.double(), class_embeddings.double(), backend="torch")
+    return float((fast == exact).float().mean())
 
 
 class EmbeddingSegmenter(nn.Module):
