@@ -332,9 +332,9 @@ def test_cache_uses_int32_npy_above_65535_classes(tmp_path):
     data["annotations"].append({"id": 70, "image_id": 2, "category_id": 2000 + 65534, "segmentation": [polygon(0, 2, 0, 2)]})
     root = make_instances(tmp_path / "coco", data)
     ds = COCODataset(root, "train2017", cache_dir=tmp_path / "cache")
-    assert ds.num_classes == 65539 and ds.ignore_index == 65535
+    assert ds.num_classes == 65539 and ds.ignore_index == 2**31 - 1  # 65535 is a real class id here
     label = ds.load_label(1)
-    assert label[0, 0] == 65538 and label[3, 5] == 65535
+    assert label[0, 0] == 65538 and label[3, 5] == 2**31 - 1
     stored = np.load(ds.cache_dir / "2.npy")
     assert stored.dtype == np.int32 and np.array_equal(stored, label)
     np.testing.assert_array_equal(COCODataset(root, "train2017", cache_dir=tmp_path / "cache").load_label(1), label)
