@@ -153,7 +153,7 @@ def cmd_demo(args) -> int:
     if not result:
         return 0
     _print_metrics(result["metrics"])
-    print(f"demo finished in {result['seconds']:.0f} s ({result['train_seconds']:.0f} s training); report: {result['report']}")
+    print(f"demo finished in {result['seconds']:.0f} s ({result['train_seconds']:.0f} s in training steps); report: {result['report']}")
     return 0
 
 

@@ -73,7 +73,7 @@ def run_demo(cfg: Config) -> dict:
         atomic_write(run.panels, lambda tmp: image.save(tmp, format="PNG"))
     report = write_report(cfg, full, result, len(val_set), run, has_panels=bool(rows), seconds=time.time() - start)
     return {"metrics": summary(full), "report": str(report), "seconds": time.time() - start,
-            "train_seconds": result["seconds"], "out_dir": str(run.path)}
+            "train_seconds": result["train_seconds"], "out_dir": str(run.path)}
 
 
 def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir: str | Path | RunFolder, has_panels: bool,
@@ -94,7 +94,8 @@ def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir
         f"- model: {what}",
         f"- training: {result['iterations']} iterations, batch {t.batch_size}, "
         f"{'full images' if crop is None else f'crop {crop[0]}x{crop[1]}'}, lr {cfg.optim.lr}, seed {t.seed}, device {result['device']}",
-        f"- time: {result['seconds']:.0f} s training, {seconds:.0f} s in total",
+        f"- time: {result['train_seconds']:.0f} s in training steps, {result['seconds']:.0f} s training with "
+        f"evaluation, {seconds:.0f} s in total",
         f"- data options: {cfg.data.options}",
         "",
         f"## Validation ({num_val} images, {metrics['num_valid_classes']} classes present)",
