@@ -43,7 +43,7 @@ from esseg.bench import report
 from esseg.bench.common import (
     FULL, QUICK, MemoryMeter, Settings, add_common_arguments, build_training, check_model_settings, clock,
     exact_malloc, make_batch, median, release_free_memory, resolve_device, resolve_settings, set_threads, start,
-    time_repeats, train_step, unit_vectors,
+    time_repeats, timed_step, unit_vectors,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
@@ -104,7 +104,8 @@ def scale_task(params: dict) -> dict:
     runtime = meter.current()
     torch.manual_seed(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
-    model, criterion, optimizer = build_training(method, c, s, device)
+    training = build_training(method, c, s, device)
+    model, criterion, optimizer = training.model, training.criterion, training.optimizer
     images, labels = make_batch(c, s, device, gen)
     ess = method == "ess"
     backend = params.get("backend", "auto")
@@ -112,15 +113,15 @@ def scale_task(params: dict) -> dict:
         criterion.search_options["backend"] = backend
     common = dict(threads=threads)
     meter.reset_peak()
-    first = train_step(model, criterion, optimizer, images, labels, device)["seconds"]
+    first = timed_step(training, images, labels)["seconds"]
     refresh_peak = meter.peak() - runtime
     terms = {k: float(v) for k, v in criterion.terms.items()}
     for _ in range(s.warmup):
-        train_step(model, criterion, optimizer, images, labels, device)
+        timed_step(training, images, labels)
     optimizer.zero_grad(set_to_none=True)
     release_free_memory()
     meter.reset_peak()
-    steps = [train_step(model, criterion, optimizer, images, labels, device)["seconds"] for _ in range(s.repeats)]
+    steps = [timed_step(training, images, labels)["seconds"] for _ in range(s.repeats)]
     peak = meter.peak() - runtime
     step_s = median(steps)
     row = dict(measure="train_step", status="ok", step_s=step_s, peak_bytes=peak, refresh_peak_bytes=refresh_peak,
@@ -137,7 +138,7 @@ def scale_task(params: dict) -> dict:
     rows = [row]
     rows.append(_inference(model, images, s, device, ess, c, backend))
     if ess and params.get("recall_steps"):
-        rows += _recall_run(model, criterion, optimizer, images, labels, device, params["recall_steps"])
+        rows += _recall_run(training, images, labels, params["recall_steps"])
     return {"status": "ok", "rows": rows}
 
 
@@ -174,13 +175,14 @@ def _inference(model, images, s: Settings, device, ess: bool, c: int, backend: s
     return row
 
 
-def _recall_run(model, criterion, optimizer, images, labels, device, steps: int) -> list[dict]:
+def _recall_run(training, images, labels, steps: int) -> list[dict]:
     """Train ``steps`` more steps from a fresh loss state; a row per recall measurement."""
+    criterion = training.criterion
     criterion._calls = 0  # restart the refresh schedule: measurements at 0, R-1, R, 2R-1, ...
     criterion.index.index = None
     rows, every = [], criterion.index.refresh_every
     for it in range(steps):
-        times = train_step(model, criterion, optimizer, images, labels, device)
+        times = timed_step(training, images, labels)
         if it % every in (0, every - 1) and "knn_recall" in criterion.terms:
             rows.append(dict(measure="recall", status="ok", iteration=it, seconds=times["seconds"],
                              knn_recall=float(criterion.terms["knn_recall"]),
