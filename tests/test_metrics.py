@@ -132,3 +132,32 @@ def test_format_table_shows_defined_frequency_groups_only():
     m.update(frequency_group_metrics(m, [5, 50, 500, 0]))
     head, row = (line.split() for line in format_table(m).splitlines())
     assert head[4:] == ["rare_mIoU", "common_mIoU", "frequent_mIoU"] and row[4:] == ["50.00", "50.00", "0.00"]
+
+
+@pytest.mark.parametrize("num_classes", [3, 7])
+def test_count_vectors_equal_the_full_matrix(num_classes):
+    """ConfusionMatrix(full=False) keeps diag/row/column sums only; metrics equal the full matrix's."""
+    g = torch.Generator().manual_seed(num_classes)
+    full, vectors = ConfusionMatrix(num_classes, 255, full=True), ConfusionMatrix(num_classes, 255, full=False)
+    for _ in range(3):
+        target = torch.randint(0, num_classes, (4, 5, 6), generator=g)
+        target[0, 0] = 255
+        pred = torch.where(torch.rand(target.shape, generator=g) < 0.6, target, torch.randint(0, num_classes, target.shape, generator=g))
+        pred[0, 0] = 0  # ignored pixels' predictions never count
+        full.update(pred, target)
+        vectors.update(pred, target)
+    assert vectors.mat is None
+    assert torch.equal(vectors.counts, torch.stack([full.mat.diag(), full.mat.sum(1), full.mat.sum(0)]))
+    assert vectors.compute() == full.compute()
+
+
+def test_a_million_classes_are_counted_without_a_matrix():
+    cm = ConfusionMatrix(1_000_000, ignore_index=2**31 - 1)
+    assert cm.mat is None and cm.counts.numel() == 3_000_000
+    target = torch.tensor([[999_999, 5, 2**31 - 1]])
+    cm.update(torch.tensor([[999_999, 7, 3]]), target)
+    m = cm.compute()
+    assert m["IoU"][999_999] == 1.0 and m["IoU"][5] == 0.0 and m["IoU"][7] == 0.0 and m["IoU"][3] is None
+    assert m["num_pixels"] == 2 and m["PAcc"] == 0.5 and m["num_valid_classes"] == 3
+    with pytest.raises(ValueError, match="labels must be in"):
+        cm.update(torch.tensor([1]), torch.tensor([1_000_000]))

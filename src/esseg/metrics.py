@@ -24,8 +24,9 @@ Long tail: :func:`frequency_group_metrics` averages ``IoU_c`` within the groups 
 the class, LVIS limits 10 and 100; classes with no training image form a separate ``unseen``
 group).
 
-Only ``diag(M)``, the row sums and the column sums are needed, but the full matrix is kept
-because it is cheap for the label spaces in use (1284 classes: 13 MB) and handy to inspect.
+Only ``diag(M)``, the row sums and the column sums are needed. :class:`ConfusionMatrix` keeps the
+full matrix up to 2048 classes (handy to inspect; 1284 classes: 13 MB) and only those three
+vectors above (:func:`class_counts`; a million classes would need 8 TB as a matrix).
 """
 
 from __future__ import annotations
@@ -67,8 +68,47 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     return counts.reshape(num_classes, num_classes)
 
 
+def class_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """``diag(M)``, ``M.sum(1)`` and ``M.sum(0)`` of :func:`confusion_matrix` without the matrix.
+
+    Returns:
+        ``(3, C)`` int64: ``tp[c] = M[c, c]``, ``gt[c] = n_c`` (ground-truth pixels of c) and
+        ``pred[c] = s_c`` (pixels predicted as c), counted over pixels whose target is not
+        ``ignore_index``; the same range checks as :func:`confusion_matrix`.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}")
+    keep = target != ignore_index
+    t = target[keep].long()
+    p = pred[keep].long().to(t.device)
+    if t.numel():
+        bad_t = (t < 0) | (t >= num_classes)
+        if bad_t.any():
+            raise ValueError(
+                f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}; "
+                f"found {int(t[bad_t][0])}"
+            )
+        bad_p = (p < 0) | (p >= num_classes)
+        if bad_p.any():
+            raise ValueError(f"predictions must be in [0, {num_classes}); found {int(p[bad_p][0])}")
+    return torch.stack([
+        torch.bincount(t[t == p], minlength=num_classes),
+        torch.bincount(t, minlength=num_classes),
+        torch.bincount(p, minlength=num_classes),
+    ])
+
+
+FULL_MATRIX_MAX_CLASSES = 2048  # above, ConfusionMatrix keeps only diag(M) and its row/column sums
+
+
 class ConfusionMatrix:
     """Accumulates a confusion matrix over batches (and, with :meth:`all_reduce`, over ranks).
+
+    Up to :data:`FULL_MATRIX_MAX_CLASSES` classes the full ``(C, C)`` matrix ``mat`` is kept
+    (2048 classes: 32 MiB). Above that (or with ``full=False``) only what the metrics need is
+    kept: ``tp = diag(M)``, ``gt = M.sum(1)`` and ``pred = M.sum(0)``, three ``(C,)`` vectors, so
+    evaluation at a million classes needs 24 MB instead of 8 TB; ``mat`` is then ``None``. Both
+    give identical metrics.
 
     Example::
 
@@ -76,26 +116,38 @@ class ConfusionMatrix:
         for images, labels in loader:
             cm.update(model.predict(images), labels)
         cm.all_reduce()
-        metrics = compute_metrics(cm.mat, class_names)
+        metrics = cm.compute(class_names)
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu"):
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu",
+                 full: bool | None = None):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.full = num_classes <= FULL_MATRIX_MAX_CLASSES if full is None else full
+        if self.full:
+            self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        else:
+            self.mat = None
+            self.counts = torch.zeros(3, num_classes, dtype=torch.int64, device=device)  # tp, gt, pred
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add the counts of one batch (``pred`` and ``target`` of equal shape)."""
-        self.mat += confusion_matrix(pred, target.to(self.mat.device), self.num_classes, self.ignore_index)
+        if self.full:
+            self.mat += confusion_matrix(pred, target.to(self.mat.device), self.num_classes, self.ignore_index)
+        else:
+            self.counts += class_counts(pred, target.to(self.counts.device), self.num_classes, self.ignore_index)
 
     def all_reduce(self) -> None:
-        """Sum the matrix over all ranks of the default process group (no-op when not distributed)."""
+        """Sum the counts over all ranks of the default process group (no-op when not distributed)."""
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(self.mat)
+            dist.all_reduce(self.mat if self.full else self.counts)
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict:
-        """Shorthand for :func:`compute_metrics` on the accumulated matrix."""
-        return compute_metrics(self.mat, class_names)
+        """:func:`compute_metrics` on the accumulated counts."""
+        if self.full:
+            return compute_metrics(self.mat, class_names)
+        tp, gt, pred = self.counts
+        return metrics_from_counts(tp, gt, pred, class_names)
 
 
 def _nan_to_none(values: torch.Tensor) -> list:
@@ -114,13 +166,18 @@ def compute_metrics(cm: torch.Tensor, class_names: Sequence[str] | None = None) 
         value is undefined).
     """
     cm = cm.detach().to("cpu", torch.float64)
-    num_classes = cm.shape[0]
+    return metrics_from_counts(cm.diag(), cm.sum(1), cm.sum(0), class_names)
+
+
+def metrics_from_counts(tp: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor,
+                        class_names: Sequence[str] | None = None) -> dict:
+    """:func:`compute_metrics` from ``diag(M)``, ``M.sum(1)`` and ``M.sum(0)`` (each ``(C,)``):
+    the metrics need nothing else of the matrix (see :func:`class_counts`)."""
+    tp, gt, pred = (v.detach().to("cpu", torch.float64) for v in (tp, gt, pred))
+    num_classes = tp.shape[0]
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"got {len(names)} class names for a {num_classes}-class confusion matrix")
-    tp = cm.diag()
-    gt = cm.sum(1)
-    pred = cm.sum(0)
     union = gt + pred - tp
     total = gt.sum()
     nan = torch.tensor(float("nan"), dtype=torch.float64)
@@ -244,6 +301,6 @@ def format_table(metrics: dict) -> str:
 
 
 __all__ = [
-    "ConfusionMatrix", "FREQUENCY_GROUPS", "FREQUENCY_THRESHOLDS", "SUMMARY_KEYS", "compute_metrics", "confusion_matrix",
-    "format_table", "frequency_group_metrics", "frequency_groups", "group_keys", "group_metrics",
+    "FULL_MATRIX_MAX_CLASSES", "ConfusionMatrix", "FREQUENCY_GROUPS", "FREQUENCY_THRESHOLDS", "SUMMARY_KEYS", "class_counts",
+    "compute_metrics", "confusion_matrix", "format_table", "metrics_from_counts", "frequency_group_metrics", "frequency_groups", "group_keys", "group_metrics",
 ]

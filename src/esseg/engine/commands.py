@@ -136,7 +136,7 @@ def cmd_predict(args) -> int:
     """``esseg predict``: label / colour / overlay PNGs for image files."""
     written = predict_files(args.checkpoint, args.inputs, args.out, resolve_device(args.device or "auto"), args.tile, args.overlap,
                             classes=args.classes)
-    print(f"wrote {len(written) // 3} predictions (label, color, overlay PNGs) to {args.out}")
+    print(f"wrote {len(written) // 3} predictions (label map, colour and overlay images) to {args.out}")
     return 0
 
 
