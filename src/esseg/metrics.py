@@ -37,6 +37,26 @@ import torch
 import torch.distributed as dist
 
 
+def _valid_pairs(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int):
+    """``(target, prediction)`` of the pixels whose target is not ignored, both int64 and range-checked."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}")
+    keep = target != ignore_index
+    t = target[keep].long()
+    p = pred[keep].long().to(t.device)
+    if t.numel():
+        bad_t = (t < 0) | (t >= num_classes)
+        if bad_t.any():
+            raise ValueError(
+                f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}; "
+                f"found {int(t[bad_t][0])}"
+            )
+        bad_p = (p < 0) | (p >= num_classes)
+        if bad_p.any():
+            raise ValueError(f"predictions must be in [0, {num_classes}); found {int(p[bad_p][0])}")
+    return t, p
+
+
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
     """Count ``(target, prediction)`` pairs with one ``bincount``.
 
@@ -49,21 +69,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     Returns:
         ``(C, C)`` int64 tensor on ``target``'s device, rows = ground truth, columns = prediction.
     """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}")
-    keep = target != ignore_index
-    t = target[keep].long()
-    p = pred[keep].long().to(t.device)
-    if t.numel():
-        bad_t = (t < 0) | (t >= num_classes)
-        if bad_t.any():
-            raise ValueError(
-                f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}; "
-                f"found {int(t[bad_t][0])}"
-            )
-        bad_p = (p < 0) | (p >= num_classes)
-        if bad_p.any():
-            raise ValueError(f"predictions must be in [0, {num_classes}); found {int(p[bad_p][0])}")
+    t, p = _valid_pairs(pred, target, num_classes, ignore_index)
     counts = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
@@ -76,21 +82,7 @@ def class_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ign
         ``pred[c] = s_c`` (pixels predicted as c), counted over pixels whose target is not
         ``ignore_index``; the same range checks as :func:`confusion_matrix`.
     """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}")
-    keep = target != ignore_index
-    t = target[keep].long()
-    p = pred[keep].long().to(t.device)
-    if t.numel():
-        bad_t = (t < 0) | (t >= num_classes)
-        if bad_t.any():
-            raise ValueError(
-                f"labels must be in [0, {num_classes}) or equal ignore_index={ignore_index}; "
-                f"found {int(t[bad_t][0])}"
-            )
-        bad_p = (p < 0) | (p >= num_classes)
-        if bad_p.any():
-            raise ValueError(f"predictions must be in [0, {num_classes}); found {int(p[bad_p][0])}")
+    t, p = _valid_pairs(pred, target, num_classes, ignore_index)
     return torch.stack([
         torch.bincount(t[t == p], minlength=num_classes),
         torch.bincount(t, minlength=num_classes),
