@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from esseg.engine.config import Config, apply_overrides, config_from_dict, load_config
 from esseg.engine.distributed import resolve_device
-from esseg import __version__
+from esseg import __version__, create_model
 from esseg.engine.train import build_criterion, build_model, build_optimizer_step, train_step
 from esseg.errors import EssegError
 
@@ -397,6 +397,40 @@ class MemoryMeter:
         if self.method == "VmHWM":
             return _proc_status("VmHWM") or 0
         return _ru_maxrss()
+
+
+def runtime_warmup(s: Settings, device: torch.device) -> None:
+    """Load what a measured step loads lazily (the model's modules, the conv/BatchNorm kernels and
+    autograd) so that it counts as runtime, not as the step's memory."""
+    create_model(s.arch, s.encoder, 2, embedding_dim=s.embedding_dim)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()).to(device)
+    net(torch.randn(2, 3, 16, 16, device=device)).sum().backward()
+
+
+@dataclasses.dataclass
+class Measurement:
+    """A worker's set-up for one measured configuration (see :func:`start_measurement`)."""
+
+    device: torch.device
+    meter: "MemoryMeter"
+    runtime: int  # bytes in use after the runtime warm-up: the zero of every peak reported
+    generator: torch.Generator  # seeded with the run seed, for the batch
+    threads: int
+    exact: bool  # CPU peaks read with exact malloc accounting
+
+
+def start_measurement(s: Settings) -> Measurement:
+    """In a fresh worker process: exact malloc accounting on CPU, ``s.threads`` threads, the
+    runtime warmed up and its memory taken as the baseline, the RNGs seeded with ``s.seed``."""
+    device = torch.device(s.device)
+    exact = exact_malloc() if device.type == "cpu" else False
+    threads = set_threads(s.threads)
+    meter = MemoryMeter(device)
+    runtime_warmup(s, device)
+    release_free_memory()
+    runtime = meter.current()
+    torch.manual_seed(s.seed)
+    return Measurement(device, meter, runtime, torch.Generator().manual_seed(s.seed), threads, exact)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -32,9 +32,9 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, METHODS, QUICK, MemoryMeter, Settings, add_common_arguments, build_training, check_model_settings,
-    describe_step, exact_malloc, format_bytes, logits_bytes, make_batch, memory_limit, parse_bytes,
-    release_free_memory, resolve_settings, set_threads, skip_reason, start, timed_step,
+    FULL, METHODS, QUICK, Settings, add_common_arguments, build_training, check_model_settings, describe_step,
+    format_bytes, logits_bytes, make_batch, memory_limit, parse_bytes, release_free_memory, resolve_settings,
+    skip_reason, start, start_measurement, timed_step,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
@@ -80,14 +80,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------- in the worker
 
 
-def _runtime_warmup(s: Settings, device: torch.device) -> None:
-    from esseg import create_model
-
-    create_model(s.arch, s.encoder, 2, embedding_dim=s.embedding_dim)  # imports what the model imports lazily
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()).to(device)
-    net(torch.randn(2, 3, 16, 16, device=device)).sum().backward()
-
-
 def train_step_task(params: dict) -> dict:
     """Peak memory of one training step (runs in a fresh worker process; see the module doc).
 
@@ -96,15 +88,8 @@ def train_step_task(params: dict) -> dict:
     """
     s = Settings(**params["settings"])
     method, num_classes, batch = params["method"], params["num_classes"], params["batch"]
-    device = torch.device(s.device)
-    exact = exact_malloc() if device.type == "cpu" else False
-    threads = set_threads(s.threads)
-    meter = MemoryMeter(device)
-    _runtime_warmup(s, device)
-    release_free_memory()
-    runtime = meter.current()
-    torch.manual_seed(s.seed)
-    gen = torch.Generator().manual_seed(s.seed)
+    m = start_measurement(s)
+    device, meter, runtime, gen, threads, exact = m.device, m.meter, m.runtime, m.generator, m.threads, m.exact
     training = build_training(method, num_classes, s, device)
     images, labels = make_batch(num_classes, s, device, gen, batch=batch)
     for _ in range(max(1, s.warmup)):

@@ -41,8 +41,8 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, QUICK, MemoryMeter, Settings, add_common_arguments, build_training, check_model_settings, clock,
-    exact_malloc, make_batch, median, release_free_memory, resolve_device, resolve_settings, set_threads, start,
+    FULL, QUICK, Settings, add_common_arguments, build_training, check_model_settings, clock, make_batch, median,
+    release_free_memory, resolve_device, resolve_settings, set_threads, start, start_measurement,
     time_repeats, timed_step, unit_vectors,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
@@ -84,26 +84,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------- in the worker
 
 
-def _runtime_warmup(s: Settings, device: torch.device) -> None:
-    from esseg.bench.memory import _runtime_warmup as warmup  # noqa: PLC0415 - the same runtime as bench memory
-
-    warmup(s, device)
-
-
 def scale_task(params: dict) -> dict:
     """One C (runs in a fresh worker process; see the module doc) -> ``{"status", "rows": [...]}``."""
     s = Settings(**params["settings"])
     method, c = params["method"], params["num_classes"]
-    device = torch.device(s.device)
-    if device.type == "cpu":
-        exact_malloc()
-    threads = set_threads(s.threads)
-    meter = MemoryMeter(device)
-    _runtime_warmup(s, device)
-    release_free_memory()
-    runtime = meter.current()
-    torch.manual_seed(s.seed)
-    gen = torch.Generator().manual_seed(s.seed)
+    m = start_measurement(s)
+    device, meter, runtime, gen, threads = m.device, m.meter, m.runtime, m.generator, m.threads
     training = build_training(method, c, s, device)
     model, criterion, optimizer = training.model, training.criterion, training.optimizer
     images, labels = make_batch(c, s, device, gen)
