@@ -18,6 +18,7 @@ def build_optimizer(
     class_embedding_momentum: float = 0.95,
     class_embedding_poly_power: float = 0.95,
     class_embedding_weight_decay: float = 0.0,
+    temperature_lr_mult: float = 1.0,
     optimizer: str = "sgd",
 ) -> torch.optim.Optimizer:
     """SGD over the model's parameter groups, as in Sec. 4.1 (or AdamW with the same groups).
@@ -30,7 +31,11 @@ def build_optimizer(
     backbone       ``lr * backbone_lr_mult``    0.9        1e-4            0.9
     head           ``lr``                       0.9        1e-4            0.9
     class table    ``lr``                       0.95       0 (see below)   0.95
+    temperature    ``lr * temperature_lr_mult`` 0.9        0               0.9
     ============== ============================ ========== =============== ============
+
+    The ``temperature`` group exists only for a model with a learned temperature
+    (``model.learn_temperature``: the scalar ``log_scale``; no decay, which would pull 1/tau to 1).
 
     The paper leaves the class table's weight decay unstated; it defaults to 0 because the
     table is L2-normalised before use, so decay would only shrink its raw norm.
@@ -64,6 +69,7 @@ def build_optimizer(
             lr=lr, momentum=class_embedding_momentum, weight_decay=class_embedding_weight_decay,
             poly_power=class_embedding_poly_power,
         ),
+        "temperature": dict(lr=lr * temperature_lr_mult, momentum=momentum, weight_decay=0.0, poly_power=poly_power),
     }
     param_groups = [
         {"params": params, "name": name, **settings[name]}

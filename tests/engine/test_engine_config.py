@@ -87,6 +87,7 @@ def test_invalid_override_lists_valid_keys():
     ({"optim": {"poly_power": 0}}, r"optim\.poly_power must be > 0, got 0"),
     ({"optim": {"class_embedding_poly_power": -1}}, r"optim\.class_embedding_poly_power must be > 0"),
     ({"optim": {"backbone_bn_momentum": 2}}, r"optim\.backbone_bn_momentum must be in \[0, 1\]"),
+    ({"optim": {"temperature_lr_mult": -1}}, r"optim\.temperature_lr_mult must be >= 0, got -1"),
 ])
 def test_optimiser_ranges_are_checked_before_training(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -151,3 +152,23 @@ def test_dataset_option_errors_shorten_huge_values():
     with pytest.raises(ConfigError, match=r"data\.options \{'bogus': 'xxx.*\.\.\..*'\} not accepted by dataset 'glyph_scenes'") as err:
         build_split(cfg, "train", train=True)
     assert len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"model": {"learn_temperature": True, "method": "baseline"}}, r"model\.learn_temperature=true needs model\.method=ess"),
+    ({"model": {"learn_temperature": True, "max_scale": 5.0}, "loss": {"tau": 0.05}},
+     r"model\.max_scale=5\.0 is below the initial scale 1 / loss\.tau = 20"),
+    ({"model": {"max_scale": 0}}, r"model\.max_scale must be > 0 or null"),
+    ({"model": {"class_init": "spread", "class_encoder": "attributes"}}, r"model\.class_init=spread initialises the free class table"),
+    ({"model": {"class_init": "sphere"}}, r"model\.class_init must be one of 'random', 'spread'"),
+])
+def test_temperature_and_class_init_keys_are_checked(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(bad)
+
+
+def test_temperature_and_class_init_defaults_keep_the_paper_formulation():
+    m = Config().model
+    assert (m.learn_temperature, m.class_init, Config().optim.temperature_lr_mult) == (False, "random", 1.0)
+    cfg = config_from_dict({"model": {"learn_temperature": True, "max_scale": None, "class_init": "spread"}})
+    assert cfg.model.learn_temperature and cfg.model.max_scale is None and cfg.model.class_init == "spread"

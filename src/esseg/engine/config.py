@@ -6,10 +6,11 @@ built-in ``glyph_scenes`` dataset::
     data:   dataset, root, options (extra dataset kwargs), val_options, train_split, val_split, crop_size,
             scale_range, flip, color_jitter, val_mode, num_workers, class_frequency
     model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride,
-            class_encoder (table | attributes | text), class_attributes, text_features, class_encoder_options
+            class_encoder (table | attributes | text), class_attributes, text_features, class_encoder_options,
+            class_init (random | spread), learn_temperature, max_scale
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
-            class_embedding_poly_power, class_embedding_weight_decay, backbone_bn_momentum, optimizer
+            class_embedding_poly_power, class_embedding_weight_decay, temperature_lr_mult, backbone_bn_momentum, optimizer
     train:  iters, batch_size, accum_steps, amp, sync_bn, device, num_threads, seed, out_dir, resume, overwrite,
             stop_at, eval_every, save_every, log_every, eval_batch_size, num_vis, tensorboard
 
@@ -91,6 +92,12 @@ class ModelConfig:
     class_attributes: Optional[str] = None
     text_features: Optional[str] = None  # text: a C x D .npy/.pt file, rows in class order
     class_encoder_options: dict = field(default_factory=dict)  # e.g. {layers: 2, reduce: mean, residual: true}
+    # the free table's initial rows: random (Gaussian, the paper's) or spread (spread out on the sphere)
+    class_init: Literal["random", "spread"] = "random"
+    # learn the loss's temperature as a log-scale parameter of the model, from loss.tau (NormFace / CLIP style);
+    # false = the paper's fixed tau. max_scale bounds 1 / tau (null: unbounded)
+    learn_temperature: bool = False
+    max_scale: Optional[float] = 100.0
 
 
 @dataclass
@@ -119,6 +126,7 @@ class OptimConfig:
     class_embedding_momentum: float = 0.95
     class_embedding_poly_power: float = 0.95
     class_embedding_weight_decay: float = 0.0
+    temperature_lr_mult: float = 1.0  # lr of the learned temperature (model.learn_temperature) = lr * this
     backbone_bn_momentum: float = 0.01
     optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: the paper; adamw: same groups, momentum as beta1
 
@@ -437,6 +445,14 @@ def validate(cfg: Config) -> None:
          f"model.class_encoder={m.class_encoder} needs model.method=ess (the baseline has C logits, no class embeddings)")
     need(m.class_encoder != "text" or m.text_features is not None,
          "model.class_encoder=text needs model.text_features=FILE (a C x D .npy/.pt; see esseg embed-class-names)")
+    need(m.class_init == "random" or (m.method == "ess" and m.class_encoder == "table"),
+         f"model.class_init={m.class_init} initialises the free class table: it needs model.method=ess and model.class_encoder=table")
+    need(not m.learn_temperature or m.method == "ess",
+         "model.learn_temperature=true needs model.method=ess (the baseline's logits have no temperature)")
+    need(m.max_scale is None or m.max_scale > 0, f"model.max_scale must be > 0 or null, got {m.max_scale}")
+    need(not m.learn_temperature or m.max_scale is None or m.max_scale * lo.tau >= 1,
+         f"model.max_scale={m.max_scale} is below the initial scale 1 / loss.tau = {1 / lo.tau:.4g}; raise it or lower 1 / tau")
+    need(o.temperature_lr_mult >= 0, f"optim.temperature_lr_mult must be >= 0, got {o.temperature_lr_mult}")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(o.backbone_lr_mult >= 0 and o.weight_decay >= 0, "optim.backbone_lr_mult and optim.weight_decay must be >= 0")
     beta1 = " (AdamW uses it as beta1)" if o.optimizer == "adamw" else ""

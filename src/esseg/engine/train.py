@@ -4,7 +4,7 @@ Order of operations per iteration (``train_step``)::
 
     for each of accum_steps micro-batches:
         outputs = model(images)                      # autocast on CUDA
-        loss = criterion(outputs, labels, class_embeddings) / accum_steps
+        loss = criterion(outputs, labels, class_embeddings[, tau=model.temperature()]) / accum_steps
         stop if loss is not finite (on any rank)
         scaler.scale(loss).backward()                # DDP all-reduces grads on the last micro-batch
     scaler.step(optimizer); scaler.update(); scheduler.step()
@@ -125,6 +125,10 @@ def build_model(cfg: Config, num_classes: int, dataset=None) -> nn.Module:
     """
     m = cfg.model
     extra = {"normalize": m.normalize} if m.method == "ess" else {}
+    if m.method == "ess" and m.class_init != "random":
+        extra.update(class_init=m.class_init)
+    if m.method == "ess" and m.learn_temperature:
+        extra.update(learn_temperature=True, tau=cfg.loss.tau, max_scale=m.max_scale)
     if m.class_encoder != "table":
         extra.update(class_encoder=m.class_encoder, class_encoder_options=class_encoder_options(cfg, num_classes, dataset))
     return create_model_checked(
@@ -210,7 +214,8 @@ def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps
             class_embeddings = net.class_embeddings() if net.is_embedding else None
             if train_classes is not None and class_embeddings is not None:
                 class_embeddings, labels = class_embeddings[train_classes], _renumber(labels, train_classes, criterion.ignore_index)
-            loss = criterion(outputs.float(), labels, class_embeddings)
+            tau = net.temperature() if net.is_embedding else None  # a learned temperature, else None
+            loss = criterion(outputs.float(), labels, class_embeddings, **({"tau": tau} if tau is not None else {}))
             value = float(loss.detach())
             if not all_true(math.isfinite(value), device):
                 terms = ", ".join(f"{k}={float(v):.4g}" for k, v in criterion.terms.items())

@@ -31,7 +31,8 @@ class ESSLoss(nn.Module):
     last partition build; amortised over ``index_refresh_every`` steps).
 
     Args:
-        k: negatives per pixel (knn/random). tau: temperature, > 0 (paper: 0.05).
+        k: negatives per pixel (knn/random). tau: temperature, > 0 (paper: 0.05); ``forward(...,
+            tau=t)`` replaces it with a tensor (a learned temperature).
         margin: max-margin m (paper: 0.5). reg_weight: weight of L_r (0 disables it).
         ignore_index: label to skip. mode: ``"knn"``, ``"random"`` or ``"exact"``.
         query_stride: search kNN negatives once per s x s pixel block and share them in the
@@ -95,7 +96,16 @@ class ESSLoss(nn.Module):
         """The kNN backend used at ``num_classes`` classes (``"ivf"``: the training index)."""
         return resolve_backend(num_classes, self.search_options.get("backend", "auto"))
 
-    def forward(self, pixel_embeddings: torch.Tensor, labels: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_embeddings: torch.Tensor, labels: torch.Tensor, class_embeddings: torch.Tensor,
+                tau: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss (above) with ``self.tau``, or with ``tau``: a 0-dim tensor that replaces it for
+        this call (a learned temperature, :meth:`EmbeddingSegmenter.temperature`; gradients reach it).
+        The exact mode then computes Eq. 5 on ``x / sqrt(tau)``, ``mu / sqrt(tau)`` with
+        temperature 1, which is the same: ``-||x - mu||^2 / tau = -||x/sqrt(tau) - mu/sqrt(tau)||^2``."""
+        if tau is None:
+            tau = self.tau
+        elif tau.dim() != 0:
+            raise ValueError(f"tau must be a float or a 0-dim tensor; got shape {tuple(tau.shape)}")
         c = class_embeddings.shape[0]
         uses_index = self.mode != "exact" and self.search_backend(c) == "ivf"
         if uses_index:
@@ -104,20 +114,28 @@ class ESSLoss(nn.Module):
             search = {"index": self.index}
         else:
             search = self.search_options
-        if self.mode == "exact":
+        if self.mode == "exact" and isinstance(tau, torch.Tensor):
+            scale = tau.to(pixel_embeddings.dtype).rsqrt()
             ce = exact_cross_entropy(
-                pixel_embeddings, labels, class_embeddings, tau=self.tau,
+                pixel_embeddings * scale, labels, class_embeddings * scale.to(class_embeddings.dtype), tau=1.0,
+                ignore_index=self.ignore_index, chunk_size=self.chunk_size,
+            )
+        elif self.mode == "exact":
+            ce = exact_cross_entropy(
+                pixel_embeddings, labels, class_embeddings, tau=tau,
                 ignore_index=self.ignore_index, chunk_size=self.chunk_size,
             )
         else:
             ce = knn_cross_entropy(
-                pixel_embeddings, labels, class_embeddings, k=self.k, tau=self.tau,
+                pixel_embeddings, labels, class_embeddings, k=self.k, tau=tau,
                 ignore_index=self.ignore_index, negatives=self.mode,
                 query_stride=self.query_stride if pixel_embeddings.dim() == 4 else 1,
                 **search,
             )
         reg = self._regulariser(class_embeddings, search, uses_index) if self.reg_weight else ce.new_zeros(())
         self.terms = {"ce": ce.detach(), "reg": reg.detach()}
+        if isinstance(tau, torch.Tensor):
+            self.terms["tau"] = tau.detach()
         if uses_index:
             self.terms.update(knn_recall=self.index.recall, index_build_s=self.index.build_s)
         if self.training:

@@ -31,6 +31,10 @@ def create_model(
     in_channels: int = 3,
     class_encoder: str = "table",
     class_encoder_options: dict | None = None,
+    class_init: str = "random",
+    learn_temperature: bool = False,
+    tau: float = 0.05,
+    max_scale: float | None = None,
     **kwargs,
 ) -> EmbeddingSegmenter | BaselineSegmenter:
     """Any segmentation_models_pytorch architecture/encoder as an ESS model or a baseline.
@@ -51,6 +55,10 @@ def create_model(
             :mod:`esseg.models.class_encoders`).
         class_encoder_options: keyword arguments of the encoder, e.g. ``{"class_attributes":
             [["shape:a", "colour:red"], ...]}`` or ``{"text_features": "names.npy"}``.
+        class_init: ESS free table only: ``"random"`` (the paper's) or ``"spread"`` (rows spread
+            out on the sphere, :func:`~esseg.models.segmenter.spread_rows`).
+        learn_temperature: ESS only: learn the loss's temperature (``model.log_scale``, from
+            ``tau``; ``1 / tau`` bounded by ``max_scale``); see :class:`EmbeddingSegmenter`.
         **kwargs: passed to the smp model constructor.
 
     Returns:
@@ -71,6 +79,11 @@ def create_model(
     encoder_options = dict(class_encoder_options or {})
     if embedding_dim is None and (class_encoder != "table" or encoder_options):
         raise ConfigError(f"class_encoder={class_encoder!r} needs an ESS model (embedding_dim); the baseline has C logits")
+    if embedding_dim is None and (class_init != "random" or learn_temperature):
+        raise ConfigError("class_init and learn_temperature need an ESS model (embedding_dim); the baseline has C logits")
+    if class_init != "random" and class_encoder != "table":
+        raise ConfigError(f"class_init={class_init!r} initialises the free class table; class_encoder={class_encoder!r} has none "
+                          "(use class_encoder=table or class_init=random)")
     extra = dict(kwargs)
     if key in ("deeplabv3", "deeplabv3plus"):
         extra.update(encoder_output_stride=output_stride, decoder_atrous_rates=tuple(atrous_rates))
@@ -82,7 +95,8 @@ def create_model(
         model: EmbeddingSegmenter | BaselineSegmenter = BaselineSegmenter(net, num_classes)
     else:
         classes = build_class_encoder(class_encoder, num_classes, embedding_dim, **encoder_options)
-        model = EmbeddingSegmenter(net, num_classes, embedding_dim, normalize=normalize, class_encoder=classes)
+        model = EmbeddingSegmenter(net, num_classes, embedding_dim, normalize=normalize, class_encoder=classes,
+                                   class_init=class_init, learn_temperature=learn_temperature, tau=tau, max_scale=max_scale)
         encoder_options = classes.options() if classes is not None else {}
     model.config = dict(
         arch=arch, encoder=encoder, num_classes=num_classes, embedding_dim=embedding_dim,
@@ -91,4 +105,8 @@ def create_model(
     )
     if class_encoder != "table":  # a table model's config stays as before (old checkpoints compare equal)
         model.config.update(class_encoder=class_encoder, class_encoder_options=encoder_options)
+    if class_init != "random":  # likewise: only the new options that are set
+        model.config.update(class_init=class_init)
+    if learn_temperature:
+        model.config.update(learn_temperature=True, tau=tau, max_scale=max_scale)
     return model

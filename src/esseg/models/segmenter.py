@@ -54,6 +54,44 @@ def _split_params(net: nn.Module) -> dict[str, list[nn.Parameter]]:
     return {"backbone": backbone, "head": [p for p in net.parameters() if id(p) not in ids]}
 
 
+CLASS_INITS = ("random", "spread")
+SPREAD_MAX_ROWS = 4096  # spread_rows costs O(C^2 d) per step
+
+
+def spread_rows(num_rows: int, dim: int, steps: int = 100, sharpness: float = 10.0, lr: float = 0.5) -> torch.Tensor:
+    """``num_rows`` unit vectors in R^dim spread out on the sphere (draws from torch's global RNG).
+
+    ``num_rows <= dim``: orthonormal rows (QR of a Gaussian matrix; every cosine is 0).
+    Otherwise, from Gaussian rows, ``steps`` Riemannian gradient steps of size ``lr`` on the sum
+    over rows of each row's smooth maximum cosine to the others,
+    ``E = sum_i logsumexp_{j != i}(sharpness * cos_ij) / sharpness``, renormalising after each
+    step (a repulsion that pushes each row away from its nearest rows). At C = 200, d = 64 it
+    lowers the mean nearest-neighbour cosine from 0.34 (Gaussian rows) to 0.12.
+
+    Returns:
+        (num_rows, dim) float32, unit-length rows.
+
+    Raises:
+        ConfigError: ``num_rows > SPREAD_MAX_ROWS`` above ``dim`` (the C x C cosines are too costly).
+    """
+    if num_rows <= dim:
+        q, r = torch.linalg.qr(torch.randn(dim, num_rows))
+        return (q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)).t().contiguous()
+    if num_rows > SPREAD_MAX_ROWS:
+        raise ConfigError(f"model.class_init=spread supports at most {SPREAD_MAX_ROWS} classes above embedding_dim "
+                          f"(it compares all C x C pairs); got C = {num_rows}; use model.class_init=random")
+    rows = F.normalize(torch.randn(num_rows, dim), dim=1)
+    self_pairs = torch.eye(num_rows, dtype=torch.bool)
+    with torch.enable_grad():
+        for _ in range(steps):
+            x = rows.clone().requires_grad_(True)
+            cos = (x @ x.t()).masked_fill(self_pairs, -math.inf)
+            (grad,) = torch.autograd.grad(torch.logsumexp(sharpness * cos, dim=1).sum() / sharpness, x)
+            grad = grad - (grad * rows).sum(1, keepdim=True) * rows  # tangent to the sphere
+            rows = F.normalize(rows - lr * grad, dim=1)
+    return rows
+
+
 def check_finite(values: torch.Tensor, what: str) -> None:
     """Raise :class:`~esseg.errors.NonFiniteError` if ``values`` hold NaN or inf (one check, one sync)."""
     if not bool(torch.isfinite(values).all()):
@@ -136,11 +174,21 @@ class EmbeddingSegmenter(nn.Module):
     Without gradients (inference) the computed table is cached and recomputed only when a
     parameter of the encoder changed (optimiser step, ``load_state_dict``, a move to another device).
 
+    With ``learn_temperature=True`` the model also holds the loss's temperature as a learned
+    log-scale ``log_scale = s`` (NormFace / CLIP style): ``tau = exp(-min(s, log(max_scale)))``,
+    so the loss's logits ``-||x - mu||^2 / tau = exp(s) (2 cos(x, mu) - 2)`` for unit vectors;
+    ``s`` starts at ``log(1 / tau)`` and :meth:`temperature` gives the tensor the engine passes
+    to the loss (gradients reach ``s``; none beyond the bound).
+
     Args:
         net: any module mapping images (B, 3, H, W) to (B, embedding_dim, h, w).
         num_classes: C. embedding_dim: d. normalize: project both onto the unit sphere.
         class_encoder: None (a free table) or a module whose ``forward()`` gives the raw (C, d)
             rows and ``forward(descriptions)`` the rows of new classes.
+        class_init: the free table's initial rows: ``"random"`` (Gaussian, the paper's) or
+            ``"spread"`` (:func:`spread_rows`: spread out on the sphere).
+        learn_temperature: learn ``tau`` (above). tau: its initial value, > 0.
+        max_scale: upper bound of ``1 / tau`` (None: unbounded).
 
     Shapes:
         forward: (B, 3, H, W) -> pixel_embeddings (B, d, H, W), H and W multiples of ``input_multiple``
@@ -150,18 +198,31 @@ class EmbeddingSegmenter(nn.Module):
     is_embedding = True
 
     def __init__(self, net: nn.Module, num_classes: int, embedding_dim: int, normalize: bool = True,
-                 class_encoder: nn.Module | None = None):
+                 class_encoder: nn.Module | None = None, class_init: str = "random", learn_temperature: bool = False,
+                 tau: float = 0.05, max_scale: float | None = None):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}")
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1; got {embedding_dim}")
+        if class_init not in CLASS_INITS:
+            raise ConfigError(f"class_init must be one of {', '.join(CLASS_INITS)}; got {class_init!r}")
+        if learn_temperature and not (tau > 0 and (max_scale is None or max_scale >= 1 / tau)):
+            raise ConfigError(f"a learned temperature needs tau > 0 and max_scale >= 1 / tau (or null); got tau={tau}, "
+                              f"max_scale={max_scale}")
         self.net = net
         self.num_classes, self.embedding_dim, self.normalize = num_classes, embedding_dim, normalize
         if class_encoder is None:
-            table = torch.randn(num_classes, embedding_dim)
-            self.class_table = nn.Parameter(F.normalize(table, dim=1) if normalize else table / math.sqrt(embedding_dim))
+            if class_init == "spread":
+                table = spread_rows(num_classes, embedding_dim)
+                self.class_table = nn.Parameter(table)  # unit rows (random rows / sqrt(d) have norm ~1 too)
+            else:
+                table = torch.randn(num_classes, embedding_dim)
+                self.class_table = nn.Parameter(F.normalize(table, dim=1) if normalize else table / math.sqrt(embedding_dim))
         self.class_encoder = class_encoder
+        self.learn_temperature, self.max_scale = learn_temperature, max_scale
+        if learn_temperature:
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1 / tau)))
         self._cache: tuple | None = None  # (parameter versions, table) of the last no-grad class_embeddings()
         self.config: dict = {}
 
@@ -202,6 +263,14 @@ class EmbeddingSegmenter(nn.Module):
             self._cache = (key, self._normalized(self.class_encoder()))
         return self._cache[1]
 
+    def temperature(self) -> torch.Tensor | None:
+        """The learned temperature, a 0-dim tensor ``exp(-min(log_scale, log(max_scale)))``; None
+        when ``learn_temperature=False`` (the loss then uses its own fixed ``tau``)."""
+        if not self.learn_temperature:
+            return None
+        s = self.log_scale if self.max_scale is None else self.log_scale.clamp(max=math.log(self.max_scale))
+        return torch.exp(-s)
+
     def _normalized(self, rows: torch.Tensor) -> torch.Tensor:
         return F.normalize(rows, dim=1) if self.normalize else rows
 
@@ -230,10 +299,11 @@ class EmbeddingSegmenter(nn.Module):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by optimiser group: ``backbone`` (``net.encoder``), ``head``, ``class_embeddings``
-        (the free table, or all parameters of the class encoder)."""
+        (the free table, or all parameters of the class encoder), ``temperature`` (``log_scale``, if learned)."""
         table = self._parameters.get("class_table")
         classes = [table] if table is not None else list(self.class_encoder.parameters())
-        return {**_split_params(self.net), "class_embeddings": classes}
+        groups = {**_split_params(self.net), "class_embeddings": classes}
+        return {**groups, "temperature": [self.log_scale]} if self.learn_temperature else groups
 
 
 class BaselineSegmenter(nn.Module):
