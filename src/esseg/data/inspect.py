@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from esseg.data import DATASETS, build_dataset, get_dataset_class
-from esseg.data.frequency import images_per_class
 from esseg.errors import ConfigError, DatasetError
 from esseg.metrics import FREQUENCY_GROUPS, FREQUENCY_THRESHOLDS, frequency_groups
 
@@ -73,8 +72,9 @@ def inspect_dataset(
         except DatasetError as err:
             invalid.append({"index": index, "sample": dataset.sample_name(index), "reason": str(err)})
             continue
-        counts += np.bincount(kept, minlength=num_classes)
-        images += images_per_class(kept, num_classes)
+        pixels = np.bincount(kept, minlength=num_classes)  # the sample's pixels per class: present where > 0
+        counts += pixels
+        images += pixels > 0
         ignored += label.size - kept.size
     total = int(counts.sum()) + ignored
     names = list(dataset.classes)
