@@ -86,9 +86,19 @@ def test_faiss_index_backends_rerank_exactly():
         torch.testing.assert_close(d, (q.unsqueeze(1) - db[i]).pow(2).sum(-1), atol=1e-5, rtol=1e-5)
 
 
-def test_auto_backend_threshold_and_cache_invalidation():
+def test_auto_backend_threshold_and_cache_invalidation(monkeypatch):
+    import esseg.knn.search as search_module
+    from esseg.knn import AUTO_INDEX_MIN_CLASSES_FAISS
+
+    monkeypatch.setattr(search_module, "_FAISS_AVAILABLE", False)
     assert resolve_backend(AUTO_INDEX_MIN_CLASSES - 1) == "torch"
     assert resolve_backend(AUTO_INDEX_MIN_CLASSES) == "ivf"
+    monkeypatch.setattr(search_module, "_FAISS_AVAILABLE", True)  # FAISS installed: flat FAISS on CPU tables
+    assert resolve_backend(AUTO_INDEX_MIN_CLASSES_FAISS - 1) == "faiss"
+    assert resolve_backend(AUTO_INDEX_MIN_CLASSES_FAISS - 1, device="cpu") == "faiss"
+    assert resolve_backend(AUTO_INDEX_MIN_CLASSES_FAISS) == "ivf"
+    assert resolve_backend(AUTO_INDEX_MIN_CLASSES - 1, device="cuda") == "torch"  # GPU tables: exact torch search
+    assert resolve_backend(AUTO_INDEX_MIN_CLASSES, device="cuda") == "ivf"
     assert resolve_backend(10, "faiss") == "faiss"
     q, db = unit(50, 4, 10), unit(200, 4, 11)
     ref = brute_force(q, db, 3)[1]
@@ -159,6 +169,7 @@ def test_nearest_class_uses_the_cached_index_and_follows_table_changes(monkeypat
     from esseg.models.segmenter import nearest_class, search_agreement
 
     monkeypatch.setattr(search, "AUTO_INDEX_MIN_CLASSES", 100)
+    monkeypatch.setattr(search, "AUTO_INDEX_MIN_CLASSES_FAISS", 100)
     x, mu = unit(2 * 5 * 7, 6, 40).view(2, 7, 5, 6).permute(0, 3, 2, 1), unit(400, 6, 41)
     exact = nearest_class(x, mu, backend="torch")
     assert exact.shape == (2, 5, 7)
@@ -180,7 +191,9 @@ def test_nearest_class_uses_the_cached_index_and_follows_table_changes(monkeypat
 def test_neighbours_within_lists_equal_brute_force_inside_each_block():
     db = unit(500, 5, 50)
     db[7] = float("nan")
-    index = IVFIndex(db, nlist=6)
+    assign = torch.arange(500) % 5
+    assign[[0, 1, 2]] = 5  # a list of 3 classes: too few block members for m = 3
+    index = IVFIndex(db, nlist=6, assign=assign)
     found = index.neighbours_within_lists(3)
     assert found.shape == (500, 3) and not (found == torch.arange(500).unsqueeze(1)).any()
     assert int(found.min()) >= 0 and int(found.max()) < 500
@@ -196,3 +209,39 @@ def test_neighbours_within_lists_equal_brute_force_inside_each_block():
     assert full.sum() > 450 and torch.equal(found[full], ref[full])
     small = (same.sum(1) < 4) & (torch.arange(500) != 7)  # too few block members: exact over the table
     assert small.any() and torch.equal(found[small], d2.sort(1)[1][:, :3][small])
+
+
+def test_block_width_minimises_padded_columns_plus_a_per_block_cost():
+    from esseg.knn.index import block_width
+
+    counts = torch.tensor([374, 453, 499, 548, 637, 500])
+    w = block_width(counts)
+    assert w % 8 == 0
+
+    def cost(width):
+        return int(sum(-(-int(n) // width) * (width + 64) for n in counts))
+
+    assert cost(w) == min(cost(v) for v in range(8, 4 * 502 + 8, 8))
+    assert block_width(torch.tensor([3, 1, 0])) == 8
+    index = IVFIndex(unit(300, 4, 1), nlist=7)
+    sizes = torch.bincount(index.assign, minlength=7)
+    assert torch.equal(index.list_blocks, (sizes + index.width - 1) // index.width)
+    assert sorted(i for i in index.block_ids.flatten().tolist() if i < 300) == list(range(300))
+
+
+def test_default_search_with_faiss_equals_brute_force_and_keeps_the_nan_contract():
+    pytest.importorskip("faiss")
+    from esseg.knn import resolve_backend as rb
+
+    q, db = unit(300, 12, 21), unit(3000, 12, 22)
+    assert rb(db.shape[0], "auto", db.device) == "faiss"
+    d, i = knn_search(q, db, 9)  # backend="auto": FAISS IndexFlatL2
+    rd, ri = brute_force(q, db, 9)
+    assert torch.equal(i, ri)
+    torch.testing.assert_close(d.double(), rd, atol=1e-5, rtol=1e-5)
+    assert rb(db.shape[0], "auto", db.device, torch.float64) == "torch"  # FAISS is float32 only
+    db[5] = float("nan")
+    q[3] = float("nan")
+    d, i = knn_search(q, db, 9)
+    assert int(i.min()) >= 0 and int(i.max()) < 3000
+    assert not (i[torch.arange(300) != 3] == 5).any()  # a NaN class is nobody's neighbour

@@ -83,3 +83,36 @@ def test_non_finite_class_embeddings_give_valid_neighbours_and_nan_loss():
         assert (others[torch.arange(20) != 3] != 3).all()  # the NaN class is nobody's nearest
     assert torch.isnan(max_margin_loss(mu))
     assert torch.isnan(max_margin_loss(torch.full((20, 4), float("nan"))))
+
+
+def plain_margin(mu, nearest, margin):
+    """The unfused expression the fused regulariser replaces (autograd differentiates it)."""
+    d2 = (mu - mu[nearest]).pow(2).sum(1)
+    return torch.relu(margin - d2.clamp_min(1e-12).sqrt()).mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_margin_equals_the_plain_expression_over_chunks(monkeypatch, dtype):
+    import esseg.losses.margin as margin_module
+
+    monkeypatch.setattr(margin_module, "MARGIN_CHUNK_ROWS", 7)  # several chunks, a ragged last one
+    g = torch.Generator().manual_seed(3)
+    mu = torch.nn.functional.normalize(torch.randn(50, 5, generator=g, dtype=dtype), dim=1)
+    mu[10] = mu[11]  # a duplicate pair: distance 0, clamped, no gradient through it
+    mu.requires_grad_()
+    nearest = torch.randint(0, 50, (50,), generator=g)
+    nearest = torch.where(nearest == torch.arange(50), (nearest + 1) % 50, nearest)
+    nearest[10], nearest[11] = 11, 10
+    for margin in (0.3, 1.5):
+        fused = max_margin_loss(mu, margin, neighbours=nearest)
+        ref = plain_margin(mu, nearest, margin)
+        assert 0 < ref
+        torch.testing.assert_close(fused, ref)
+        torch.testing.assert_close(torch.autograd.grad(fused, mu)[0], torch.autograd.grad(ref, mu)[0])
+
+
+def test_fused_margin_gradcheck():
+    g = torch.Generator().manual_seed(4)
+    mu = torch.randn(12, 3, generator=g, dtype=torch.float64).requires_grad_()
+    nearest = (torch.arange(12) + 1) % 12
+    assert torch.autograd.gradcheck(lambda m: max_margin_loss(m, 2.0, neighbours=nearest), (mu,))

@@ -130,3 +130,23 @@ def test_non_finite_embeddings_or_logits_raise_a_clear_error():
             model.predict(images)
         with pytest.raises(NonFiniteError):
             model.predict_topk(images, k=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_unit_rows_equals_f_normalize_in_value_and_gradient(monkeypatch, dtype):
+    import esseg.models.segmenter as segmenter
+
+    monkeypatch.setattr(segmenter, "UNIT_ROWS_CHUNK", 6)  # several chunks, a ragged last one
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(29, 5, generator=g, dtype=dtype) * 3
+    x[4] = 0.0  # a zero row: its norm is clamped at eps
+    x.requires_grad_()
+    upstream = torch.randn(29, 5, generator=g, dtype=dtype)
+    y = segmenter.unit_rows(x)
+    ref = torch.nn.functional.normalize(x, dim=1)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(torch.autograd.grad((y * upstream).sum(), x)[0],
+                               torch.autograd.grad((ref * upstream).sum(), x)[0])
+    nonzero = x.detach()[[0, 1, 2]].clone().requires_grad_()
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(segmenter.unit_rows, (nonzero,))

@@ -47,7 +47,7 @@ from esseg.bench.common import (
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
-from esseg.knn import knn_search, resolve_backend
+from esseg.knn import EXACT_BACKENDS, knn_search, resolve_backend
 from esseg.knn.index import recall_at_k
 from esseg.losses import knn_cross_entropy
 from esseg.models.segmenter import nearest_class, search_agreement
@@ -113,7 +113,7 @@ def scale_task(params: dict) -> dict:
     row = dict(measure="train_step", status="ok", step_s=step_s, peak_bytes=peak, refresh_peak_bytes=refresh_peak,
                **common)
     if ess:
-        backend = criterion.search_backend(c)
+        backend = criterion.search_backend(c, device)
         every = criterion.index.refresh_every if backend == "ivf" else (1 if c <= 4096 else 16)
         refresh = max(0.0, first - step_s) if every > 1 else 0.0  # every = 1: refreshing is in every step
         row.update(backend=backend, refresh_s=refresh, refresh_every=every, seconds=step_s + refresh / every,
@@ -133,7 +133,7 @@ def _loss_ratio(model, criterion, images, labels) -> float:
     """kNN cross-entropy with the loss's own search / with exact search, same batch and weights."""
     x, mu = model(images), model.class_embeddings()
     opts = dict(k=criterion.k, tau=criterion.tau, ignore_index=criterion.ignore_index, query_stride=criterion.query_stride)
-    uses_index = criterion.search_backend(mu.shape[0]) == "ivf"
+    uses_index = criterion.search_backend(mu.shape[0], mu.device) == "ivf"
     fast = knn_cross_entropy(x, labels, mu, **opts, **({"index": criterion.index} if uses_index else {}))
     exact = knn_cross_entropy(x, labels, mu, **opts, backend="torch")
     return float(fast / exact)
@@ -153,9 +153,9 @@ def _inference(model, images, s: Settings, device, ess: bool, c: int, backend: s
     times = time_repeats(predict, s.repeats, max(0, s.warmup - 1), device)
     row = dict(measure="inference", status="ok", seconds=median(times), batch=1)
     if ess:
-        name = resolve_backend(c, backend)
+        name = resolve_backend(c, backend, device)
         agreement = search_agreement(model(one), model.class_embeddings(), backend=backend)
-        row.update(backend=name, index_build_s=max(0.0, first - median(times)) if name != "torch" else None,
+        row.update(backend=name, index_build_s=max(0.0, first - median(times)) if name not in EXACT_BACKENDS else None,
                    top1_agreement=1.0 if agreement is None else agreement)
     model.train()
     return row
@@ -186,13 +186,13 @@ def knn_task(params: dict) -> dict:
     table, q = unit_vectors(c, s.embedding_dim, gen).to(device), unit_vectors(n, s.embedding_dim, gen).to(device)
     k = s.k + 1
     option = params.get("backend", "auto")
-    backend = resolve_backend(c, option)
+    backend = resolve_backend(c, option, device)
     t0 = clock(device)
     _, found = knn_search(q, table, k, backend=option)  # builds the cached index when the backend uses one
     first = clock(device) - t0
     times = time_repeats(lambda: knn_search(q, table, k, backend=option), s.repeats, 0, device)
     rows = [dict(method="default", measure="knn", status="ok", backend=backend, seconds=median(times),
-                 index_build_s=max(0.0, first - median(times)) if backend != "torch" else None)]
+                 index_build_s=max(0.0, first - median(times)) if backend not in EXACT_BACKENDS else None)]
     try:
         import faiss  # noqa: F401, PLC0415
     except ImportError:
@@ -202,7 +202,7 @@ def knn_task(params: dict) -> dict:
     _, exact = knn_search(q, table, k, backend="faiss")
     rows[0]["knn_recall"] = recall_at_k(found, exact)
     sample = q[: min(2048, n)]  # top-1 on random queries (a random-init network's pixels are nearly all alike)
-    rows[0]["top1_agreement"] = search_agreement(sample, table, backend=option) if backend != "torch" else 1.0
+    rows[0]["top1_agreement"] = search_agreement(sample, table, backend=option) if backend not in EXACT_BACKENDS else 1.0
     rows.append(dict(method="faiss_flat", measure="knn", status="ok", backend="faiss", seconds=median(times)))
     return {"status": "ok", "rows": rows}
 

@@ -354,7 +354,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
         if info.is_main:
             tqdm.write(f"resuming from {resume_path} at iteration {start_iter}")
     if info.is_main and hasattr(criterion, "search_backend") and cfg.loss.mode != "exact":
-        tqdm.write(f"kNN search: {criterion.search_backend(num_classes)} (loss.backend={cfg.loss.backend}, C={num_classes}; "
+        tqdm.write(f"kNN search: {criterion.search_backend(num_classes, device)} (loss.backend={cfg.loss.backend}, C={num_classes}; "
                    "knn_recall and index_build_s are logged when the index is used)")
 
     ddp_model = model

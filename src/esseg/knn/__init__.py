@@ -2,10 +2,11 @@
 
 from esseg.knn.index import IVFIndex
 from esseg.knn.search import (
-    AUTO_INDEX_MIN_CLASSES, BACKENDS, ClusteredIndex, FaissIndex, knn_search, resolve_backend, torch_exact_search,
+    AUTO_INDEX_MIN_CLASSES, AUTO_INDEX_MIN_CLASSES_FAISS, BACKENDS, EXACT_BACKENDS, ClusteredIndex, FaissIndex,
+    faiss_available, knn_search, resolve_backend, torch_exact_search,
 )
 
 __all__ = [
-    "AUTO_INDEX_MIN_CLASSES", "BACKENDS", "ClusteredIndex", "FaissIndex", "IVFIndex", "knn_search", "resolve_backend",
+    "AUTO_INDEX_MIN_CLASSES", "AUTO_INDEX_MIN_CLASSES_FAISS", "BACKENDS", "EXACT_BACKENDS", "faiss_available", "ClusteredIndex", "FaissIndex", "IVFIndex", "knn_search", "resolve_backend",
     "torch_exact_search",
 ]

@@ -30,9 +30,9 @@ import torch
 from esseg.errors import ConfigError
 
 # Floats of one batched-matmul chunk (items x group x width): bounds the search's temporaries.
-CHUNK_ELEMENTS = 1 << 23
+CHUNK_ELEMENTS = 1 << 21
 # Floats of the per-query block minima of one scan (queries x probed blocks x width / 8).
-SCAN_ELEMENTS = 1 << 23
+SCAN_ELEMENTS = 1 << 21
 # k-means runs on at most this many points per list (a seeded subsample), then assigns all C.
 TRAIN_POINTS_PER_LIST = 64
 
@@ -46,6 +46,19 @@ def default_nprobe(nlist: int) -> int:
     """Lists probed per query: 20, capped at ``nlist`` (recall@8 >= 0.9 in
     docs/RESULTS.md's measurements at d = 12 on random unit vectors, the hardest case)."""
     return min(nlist, 20)
+
+
+def block_width(counts: torch.Tensor, overhead: int = 64) -> int:
+    """Block width (a multiple of 8) for lists of ``counts`` (nlist,) members: the one that
+    minimises ``sum_l ceil(n_l / w) (w + overhead)``, the scanned columns plus a per-block cost
+    (lists longer than w take several blocks, so the padding is below one block per list).
+    Widths up to 4x the mean list length are tried."""
+    mean = max(1.0, float(counts.sum()) / max(1, counts.numel()))
+    top = min(int(counts.max()), int(4 * mean)) if counts.numel() else 8
+    widths = torch.arange(8, max(8, -(-top // 8) * 8) + 1, 8, dtype=torch.float64)
+    n = counts.to(torch.float64).cpu().unsqueeze(0)
+    cost = (torch.ceil(n / widths.unsqueeze(1)) * (widths.unsqueeze(1) + overhead)).sum(1)
+    return int(widths[int(torch.argmin(cost))])
 
 
 def _exact(queries, database, k):
@@ -127,11 +140,11 @@ class IVFIndex:
         return int(nprobe)
 
     def _layout(self, assign: torch.Tensor) -> None:
-        """Lists -> padded blocks of ``width`` ids (``block_ids``; padding = C)."""
+        """Lists -> padded blocks of ``width`` ids (``_ids``, int32, padding = C, one extra all-padding row)."""
         c, dev = self.num_classes, assign.device
         self.assign = assign
         counts = torch.bincount(assign, minlength=self.nlist)
-        self.width = width = max(8, -(-math.ceil(c / self.nlist) // 8) * 8)
+        self.width = width = block_width(counts)
         blocks = (counts + width - 1) // width  # blocks per list (0 for an empty list)
         self.list_blocks = blocks
         self.list_first = torch.cumsum(blocks, 0) - blocks
@@ -139,12 +152,16 @@ class IVFIndex:
         starts = torch.cumsum(counts, 0) - counts
         pos = torch.arange(c, device=dev) - starts[assign[order]]  # position inside its list
         slot = self.list_first[assign[order]] * width + pos
-        ids = torch.full((int(blocks.sum()) * width,), c, dtype=torch.long, device=dev)
-        ids[slot] = order
-        self.block_ids = ids.view(-1, width)
-        self._padding = self.block_ids == c
-        self._block_src = self.block_ids.clamp(max=c - 1)
+        ids = torch.full(((int(blocks.sum()) + 1) * width,), c, dtype=torch.int32, device=dev)
+        ids[slot] = order.to(torch.int32)
+        self._ids = ids.view(-1, width)
+        self._padding = self._ids[:-1] == c
         self._counts = counts.unsqueeze(1)
+
+    @property
+    def block_ids(self) -> torch.Tensor:
+        """(blocks, width) int64 class ids of the padded list blocks; padding slots hold C."""
+        return self._ids[:-1].long()
 
     @torch.no_grad()
     def update(self, database: torch.Tensor) -> None:
@@ -165,8 +182,18 @@ class IVFIndex:
             counts = torch.bincount(self.assign[finite], minlength=self.nlist).unsqueeze(1)
         # An empty list gets an unreachable centroid, so it is never probed in place of a real one.
         self.centroids = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, 1e30))
-        self.blocks = db[self._block_src]  # (blocks, width, d)
-        self.block_sq = self.blocks.pow(2).sum(-1).masked_fill_(self._padding, float("inf"))  # (blocks, width)
+        shape = (*self._padding.shape, self.dim)
+        blocks = getattr(self, "blocks", None)
+        if blocks is None or blocks.shape != shape or blocks.dtype != db.dtype or blocks.device != db.device:
+            self.blocks = blocks = db.new_empty(shape)  # (blocks, width, d)
+            self.block_sq = db.new_empty(shape[:2])  # (blocks, width)
+        # In place and in chunks: no second (C, d) copy alive while the old blocks are replaced
+        # (training calls this every step).
+        step = max(1, CHUNK_ELEMENTS // (self.width * self.dim))
+        for s in range(0, shape[0], step):
+            src = self._ids[s : min(s + step, shape[0])].clamp(max=self.num_classes - 1).view(-1)
+            torch.index_select(db, 0, src, out=blocks[s : s + step].view(-1, self.dim))
+        torch.sum(blocks.pow(2), -1, out=self.block_sq).masked_fill_(self._padding, float("inf"))
         self.database = db
 
     def _check_table(self, database: torch.Tensor) -> None:
@@ -207,6 +234,8 @@ class IVFIndex:
         nprobe = self.nprobe if nprobe is None else self._check_nprobe(nprobe)
         if database is not None:
             self.update(database)
+        elif self.database is None:
+            raise ConfigError("this index keeps no class table: pass search(..., database=table)")
         n = queries.shape[0]
         if n == 0:
             return queries.new_empty((0, k)), torch.empty((0, k), dtype=torch.long, device=queries.device)
@@ -234,7 +263,7 @@ class IVFIndex:
         per_query = torch.bincount(pair_q, minlength=n)
         pair_rank = torch.arange(total, device=dev) - (torch.cumsum(per_query, 0) - per_query)[pair_q]
         # Group the pairs by block: ``group`` queries probing one block form one matmul item.
-        nblocks = self.block_ids.shape[0]
+        nblocks = self._padding.shape[0]
         group = int(min(256, max(4, 2 ** math.ceil(math.log2(max(1.0, total / nblocks))))))
         order = torch.argsort(pair_b, stable=True)
         sb = pair_b[order]
@@ -244,8 +273,7 @@ class IVFIndex:
         item = (torch.cumsum(items, 0) - items)[sb] + pos // group
         slot = pos % group
         item_block = torch.repeat_interleave(torch.arange(nblocks, device=dev), items)
-        qs = q.new_zeros(int(items.sum()), group, self.dim)
-        qs[item, slot] = q[pair_q[order]]
+        num_items = int(items.sum())
         # Minima of 8-wide column groups, every query's side by side (inf where it probed fewer
         # blocks): the k nearest lie in the k groups with the smallest minima.
         cols = width // 8
@@ -253,20 +281,25 @@ class IVFIndex:
         minima = q.new_full((n, pmax, cols), float("inf"))
         dest_q, dest_r = pair_q[order], pair_rank[order]
         step = max(1, CHUNK_ELEMENTS // (group * width))
-        bounds = torch.searchsorted(item, torch.arange(0, qs.shape[0] + step, step, device=dev)).tolist()
-        for c, s in enumerate(range(0, qs.shape[0], step)):  # sorted pairs are in item order
-            blk = item_block[s : s + step]  # ||mu||^2 - 2 q.mu (||q||^2 does not change the order)
-            d2 = torch.baddbmm(self.block_sq[blk].unsqueeze(1), qs[s : s + step], self.blocks[blk].transpose(1, 2), alpha=-2.0)
-            m = d2.view(-1, group, cols, 8).amin(3)
+        bounds = torch.searchsorted(item, torch.arange(0, num_items + step, step, device=dev)).tolist()
+        for c, s in enumerate(range(0, num_items, step)):  # sorted pairs are in item order
             lo, hi = bounds[c], bounds[c + 1]
+            blk = item_block[s : s + step]
+            # The chunk's query blocks (items, group, d), zero where a block has fewer than group queries.
+            qs = q.new_zeros(blk.shape[0], group, self.dim)
+            qs[item[lo:hi] - s, slot[lo:hi]] = q[dest_q[lo:hi]]
+            # ||mu||^2 - 2 q.mu (||q||^2 does not change the order)
+            d2 = torch.baddbmm(self.block_sq[blk].unsqueeze(1), qs, self.blocks[blk].transpose(1, 2), alpha=-2.0)
+            del qs
+            m = d2.view(-1, group, cols, 8).amin(3)
+            del d2  # freed before the next chunk's is allocated
             minima[dest_q[lo:hi], dest_r[lo:hi]] = m[item[lo:hi] - s, slot[lo:hi]]
         ids = torch.full((n, pmax), nblocks, dtype=torch.long, device=dev)
         ids[pair_q, pair_rank] = pair_b
         kk = min(k, pmax * cols)
         _, best = torch.topk(minima.view(n, -1), kk, dim=1, largest=False, sorted=False)
-        block_ids = torch.cat([self.block_ids, self.block_ids.new_full((1, width), self.num_classes)])
         start = (ids.gather(1, best // cols) * width + best % cols * 8).unsqueeze(2) + torch.arange(8, device=dev)
-        cand = block_ids.view(-1)[start.view(n, -1)]  # (n, kk * 8) class ids (C = padding)
+        cand = self._ids.view(-1)[start.view(n, -1)].long()  # (n, kk * 8) class ids (C = padding)
         # Exact distances to the candidates, then the final top-k.
         d = (q.unsqueeze(1) - self.database[cand.clamp(max=self.num_classes - 1)].to(q.dtype)).pow(2).sum(-1)
         d = torch.where(torch.isnan(d) | (cand == self.num_classes), float("inf"), d)
@@ -287,6 +320,8 @@ class IVFIndex:
         """
         if database is not None:
             self.update(database)
+        elif self.database is None:
+            raise ConfigError("this index keeps no class table: pass neighbours_within_lists(m, database=table)")
         c, width = self.num_classes, self.width
         out = torch.full((c + 1, m), c, dtype=torch.long, device=self.blocks.device)
         mm = min(m, width - 1)
@@ -298,7 +333,7 @@ class IVFIndex:
             d2 = d2.masked_fill_(eye, float("inf"))
             d2 = torch.where(torch.isnan(d2), float("inf"), d2)
             v, j = torch.topk(d2, mm, dim=2, largest=False, sorted=True)
-            ids = self.block_ids[s : s + step]
+            ids = self._ids[s : s + b.shape[0]].long()
             found = ids.gather(1, j.view(j.shape[0], -1)).view(j.shape)
             found = torch.where(torch.isinf(v), c, found)
             out[ids.reshape(-1), :mm] = found.reshape(-1, mm)  # padding rows land on row C
@@ -383,7 +418,23 @@ class RefreshedIndex:
             rows = torch.linspace(0, queries.shape[0] - 1, min(self.recall_queries, queries.shape[0])).long()
             exact = _exact(queries[rows.to(queries.device)], database.detach(), k)[1]
             self.recall = recall_at_k(idx[rows.to(idx.device)], exact)
+        self._release(database)
         return dists, idx
+
+    @torch.no_grad()
+    def neighbours_within_lists(self, m: int, database: torch.Tensor) -> torch.Tensor:
+        """:meth:`IVFIndex.neighbours_within_lists` on the current table (C, d) -> (C, m)."""
+        if self.index is None:
+            self.step(database, max(self.built_at, 0))
+        out = self.index.neighbours_within_lists(m, database)
+        self._release(database)
+        return out
+
+    def _release(self, database: torch.Tensor | None) -> None:
+        # The index holds its own block copy of the vectors; given a table, it need not also keep
+        # that (C, d) table alive until the next step, when a new one exists beside it.
+        if database is not None:
+            self.index.database = None
 
     def state(self) -> dict:
         """``{"built_at", "assign" (C,) int64 or None, "nlist", "nprobe", "build_s", "recall"}``."""

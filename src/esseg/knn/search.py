@@ -30,6 +30,13 @@ GROUP = 32
 # about 2x faster than exact search on the training step's 16,384 block queries (one CPU
 # thread: equal at C = 10,000, 1.5x at 20,000, 3.9x at 50,000; docs/RESULTS.md, "A million classes").
 AUTO_INDEX_MIN_CLASSES = 25_000
+# With FAISS installed, ``"auto"`` searches CPU tables exactly with FAISS ``IndexFlatL2`` (2-3.6x
+# faster than the exact torch search at C = 1,000-50,000, one thread) and switches to the index
+# from this many classes on, where the index is the faster of the two for both the training
+# step's search (20 probed lists) and prediction's (40): docs/RESULTS.md, "A million classes".
+AUTO_INDEX_MIN_CLASSES_FAISS = 50_000
+# The backends whose results are exact (no candidate set to approximate).
+EXACT_BACKENDS = ("torch", "faiss")
 # Lists probed by the cached one-shot index search (``backend="ivf"``/``"auto"``: prediction,
 # evaluation) unless ``nprobe=`` is given: top-1 matters there. Top-1 agreement with exact
 # search on random unit queries at C = 10^6 (nlist 2000): 0.978 at 20, 0.993 at 32, 0.998 at 48
@@ -128,6 +135,22 @@ def torch_exact_search(
     return dists, idx
 
 
+_FAISS_AVAILABLE: bool | None = None
+
+
+def faiss_available() -> bool:
+    """True when ``import faiss`` works (checked once per process)."""
+    global _FAISS_AVAILABLE
+    if _FAISS_AVAILABLE is None:
+        try:
+            import faiss  # noqa: F401, PLC0415
+        except ImportError:
+            _FAISS_AVAILABLE = False
+        else:
+            _FAISS_AVAILABLE = True
+    return _FAISS_AVAILABLE
+
+
 def _faiss():
     try:
         import faiss  # noqa: PLC0415
@@ -165,6 +188,9 @@ def faiss_search(
     """
     _check(queries, database, k)
     faiss = _faiss()
+    faiss.omp_set_num_threads(torch.get_num_threads())  # FAISS's OpenMP pool follows torch's thread setting
+    if nlist is None and not bool(torch.isfinite(database).all()):
+        return torch_exact_search(queries, database, k)  # NaN/inf classes rank last, as in the torch search
     d = queries.shape[1]
     xb = database.detach().float().cpu().contiguous().numpy()
     xq = queries.detach().float().cpu().contiguous().numpy()
@@ -389,10 +415,20 @@ BACKENDS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
 }
 
 
-def resolve_backend(num_classes: int, backend: str = "auto") -> str:
-    """The backend ``backend="auto"`` uses for a C-class table: ``"torch"`` (exact) below
-    :data:`AUTO_INDEX_MIN_CLASSES`, else ``"ivf"``; any other name is returned as is (checked)."""
+def resolve_backend(num_classes: int, backend: str = "auto", device: torch.device | str | None = None,
+                    dtype: torch.dtype | None = None) -> str:
+    """The backend ``backend="auto"`` uses for a C-class table on ``device`` (None: the CPU).
+
+    On the CPU with FAISS installed, for tables of at most 32-bit floats (FAISS computes in
+    float32; a float64 table keeps its precision in the torch search): ``"faiss"`` (exact, ``IndexFlatL2``) below
+    :data:`AUTO_INDEX_MIN_CLASSES_FAISS` classes, else ``"ivf"``. Otherwise (no FAISS, or a GPU
+    table): ``"torch"`` (exact) below :data:`AUTO_INDEX_MIN_CLASSES`, else ``"ivf"``. Any other
+    name is returned as is (checked).
+    """
     if backend == "auto":
+        cpu = device is None or torch.device(device).type == "cpu"
+        if cpu and dtype != torch.float64 and faiss_available():
+            return "faiss" if num_classes < AUTO_INDEX_MIN_CLASSES_FAISS else "ivf"
         return "torch" if num_classes < AUTO_INDEX_MIN_CLASSES else "ivf"
     if backend not in BACKENDS:
         raise ConfigError(f"unknown knn backend {backend!r}; known backends: auto, {', '.join(BACKENDS)}")
@@ -406,8 +442,10 @@ def knn_search(
 
     Args:
         queries: (N, d) float tensor. database: (C, d) float tensor. k: 1 <= k <= C.
-        backend: ``"auto"`` (default: exact ``"torch"`` below :data:`AUTO_INDEX_MIN_CLASSES`
-            classes, ``"ivf"`` from there on, see :func:`resolve_backend`), ``"torch"`` (exact,
+        backend: ``"auto"`` (default: exact search below :data:`AUTO_INDEX_MIN_CLASSES`
+            classes, FAISS ``IndexFlatL2`` for CPU tensors when FAISS is installed, up to
+            :data:`AUTO_INDEX_MIN_CLASSES_FAISS`; ``"ivf"`` from there on, see
+            :func:`resolve_backend`), ``"torch"`` (exact,
             tiled), ``"ivf"`` (plain-torch inverted-file index, cached per table; ``nlist=``,
             ``nprobe=``), ``"faiss"`` (``IndexFlatL2``, or ``IndexIVFFlat`` with ``nlist=``),
             ``"faiss_ivf"`` / ``"faiss_hnsw"`` (FAISS candidates re-ranked exactly, cached per
@@ -430,5 +468,6 @@ def knn_search(
     if index is not None:
         _check(queries, database, k)
         return index.search(queries, k, database=database, **options)
-    name = resolve_backend(database.shape[0] if database.dim() == 2 else 0, backend)
+    name = resolve_backend(database.shape[0] if database.dim() == 2 else 0, backend, database.device,
+                           torch.promote_types(queries.dtype, database.dtype))
     return BACKENDS[name](queries, database, k, **options)

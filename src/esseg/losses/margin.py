@@ -52,5 +52,53 @@ def max_margin_loss(
     if cand.shape[1] > 1:  # the nearest candidate, chosen without a graph: d_i's value and gradient are its distance's
         with torch.no_grad():
             cand = cand.gather(1, candidate_sq_dists(class_embeddings, class_embeddings, cand).argmin(1, keepdim=True))
-    d2 = (class_embeddings - class_embeddings[cand[:, 0]]).pow(2).sum(1)
-    return torch.relu(margin - d2.clamp_min(1e-12).sqrt()).mean()
+    return _MarginToNeighbour.apply(class_embeddings, cand[:, 0].contiguous(), float(margin))
+
+
+# Rows of one chunk of the fused regulariser: bounds its temporaries (~3 MiB at d = 12).
+MARGIN_CHUNK_ROWS = 1 << 16
+
+
+def _margin_chunk(mu: torch.Tensor, nearest: torch.Tensor, s: int, e: int, margin: float):
+    """Rows s:e -> (diff (n, d) = mu_i - mu_j, d_i (n,), hinge (n,) = max(0, m - d_i), active (n,) bool)."""
+    diff = mu[s:e] - mu[nearest[s:e]]
+    d2 = diff.pow(2).sum(1)
+    dist = d2.clamp_min(1e-12).sqrt()
+    hinge = margin - dist
+    return diff, dist, hinge.clamp_min(0), (hinge > 0) & (d2 >= 1e-12)
+
+
+class _MarginToNeighbour(torch.autograd.Function):
+    """``(1/C) sum_i max(0, m - ||mu_i - mu_j(i)||)`` for given neighbours j(i), in row chunks.
+
+    Autograd on the plain expression keeps (C, d) differences for the backward pass and makes
+    three more (C, d) buffers in it (the gather, the difference's gradient, the scatter); this
+    keeps only ``mu`` and ``j`` and writes the gradient into one (C, d) buffer:
+    ``dL/dmu_i -= a_i (mu_i - mu_j) / (C d_i)`` and ``dL/dmu_j += a_i (mu_i - mu_j) / (C d_i)`` for
+    each active pair (``a_i = [m - d_i > 0]``; the clamp of ``d_i^2`` at 1e-12 passes no gradient,
+    as autograd's ``clamp_min`` would not). The oracle is the plain expression (tests/losses/test_margin.py).
+    """
+
+    @staticmethod
+    def forward(ctx, mu: torch.Tensor, nearest: torch.Tensor, margin: float) -> torch.Tensor:
+        c = mu.shape[0]
+        total = mu.new_zeros((), dtype=torch.float64 if mu.dtype == torch.float64 else torch.float32)
+        for s in range(0, c, MARGIN_CHUNK_ROWS):
+            total += _margin_chunk(mu, nearest, s, min(c, s + MARGIN_CHUNK_ROWS), margin)[2].sum()
+        ctx.save_for_backward(mu, nearest)
+        ctx.margin = margin
+        return (total / c).to(mu.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        mu, nearest = ctx.saved_tensors
+        c = mu.shape[0]
+        out = torch.zeros_like(mu)
+        for s in range(0, c, MARGIN_CHUNK_ROWS):
+            e = min(c, s + MARGIN_CHUNK_ROWS)
+            diff, dist, _, active = _margin_chunk(mu, nearest, s, e, ctx.margin)
+            coef = (grad / c) * active.to(mu.dtype) / dist
+            step = diff.mul_(coef.unsqueeze(1))
+            out[s:e] -= step
+            out.index_add_(0, nearest[s:e], step)
+        return out, None, None

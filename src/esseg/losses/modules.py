@@ -92,9 +92,10 @@ class ESSLoss(nn.Module):
         self._reg_cache: torch.Tensor | None = None
         self._calls = 0
 
-    def search_backend(self, num_classes: int) -> str:
-        """The kNN backend used at ``num_classes`` classes (``"ivf"``: the training index)."""
-        return resolve_backend(num_classes, self.search_options.get("backend", "auto"))
+    def search_backend(self, num_classes: int, device: torch.device | str | None = None) -> str:
+        """The kNN backend used at ``num_classes`` classes on ``device`` (None: the CPU; ``"ivf"``:
+        the training index), see :func:`esseg.knn.resolve_backend`."""
+        return resolve_backend(num_classes, self.search_options.get("backend", "auto"), device)
 
     def forward(self, pixel_embeddings: torch.Tensor, labels: torch.Tensor, class_embeddings: torch.Tensor,
                 tau: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,7 +108,7 @@ class ESSLoss(nn.Module):
         elif tau.dim() != 0:
             raise ValueError(f"tau must be a float or a 0-dim tensor; got shape {tuple(tau.shape)}")
         c = class_embeddings.shape[0]
-        uses_index = self.mode != "exact" and self.search_backend(c) == "ivf"
+        uses_index = self.mode != "exact" and self.search_backend(c, class_embeddings.device) == "ivf"
         if uses_index:
             if self.training:
                 self.index.step(class_embeddings.detach(), self._calls)
@@ -151,7 +152,7 @@ class ESSLoss(nn.Module):
         if cache is None or cache.shape[0] != c or self._calls % every == 0:
             if uses_index:  # a class's nearest others almost always share its k-means list
                 m = self.reg_candidates or 1
-                cache = self.index.index.neighbours_within_lists(m, class_embeddings.detach())
+                cache = self.index.neighbours_within_lists(m, class_embeddings.detach())
             else:
                 cache = nearest_other(class_embeddings.detach(), m=self.reg_candidates or 8, **search).view(c, -1)
         self._reg_cache = cache = cache.to(class_embeddings.device)  # a resumed cache arrives on the CPU

@@ -9,7 +9,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from esseg.errors import ConfigError, NonFiniteError
-from esseg.knn import knn_search, resolve_backend
+from esseg.knn import EXACT_BACKENDS, knn_search, resolve_backend
+
+
+# Rows per chunk of :func:`unit_rows`' backward pass: bounds its temporaries (~3 MiB at d = 12).
+UNIT_ROWS_CHUNK = 1 << 16
+
+
+def unit_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``y_i = x_i / max(||x_i||, eps)`` for a (C, d) table: ``F.normalize(x, dim=1)``, same values.
+
+    With a gradient to compute, the backward pass ``dx_i = (g_i - y_i (y_i . g_i)) / n_i``
+    (``g_i / eps`` for a row whose norm is clamped) runs over row chunks into one (C, d) buffer,
+    where autograd through ``F.normalize`` makes five (C, d) temporaries (230 MiB at C = 10^6,
+    d = 12: the peak of a million-class training step). Only ``x`` and the (C, 1) norms are saved.
+    Without a gradient (inference, export) it is the plain expression.
+    """
+    if not (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 2:
+        return F.normalize(x, dim=-1, eps=eps)
+    return _UnitRows.apply(x, eps)
+
+
+class _UnitRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        norms = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(eps)
+        ctx.save_for_backward(x, norms)
+        ctx.eps = eps
+        return x / norms
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, norms = ctx.saved_tensors
+        out = torch.empty_like(x)
+        for s in range(0, x.shape[0], UNIT_ROWS_CHUNK):
+            e = min(x.shape[0], s + UNIT_ROWS_CHUNK)
+            n, g = norms[s:e], grad[s:e]
+            y = x[s:e] / n
+            dot = (y * g).sum(1, keepdim=True).masked_fill_(n <= ctx.eps, 0.0)  # a clamped norm passes no gradient
+            out[s:e] = (g - y * dot) / n
+        return out, None
 
 
 def _upsample(out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -149,7 +189,7 @@ def search_agreement(
     ``mean_i [nearest_class(x_i; backend) == argmin_c ||x_i - mu_c||^2 in float64]``; None when
     ``backend`` resolves to exact search at this C (nothing to compare).
     """
-    if resolve_backend(class_embeddings.shape[0], backend) == "torch":
+    if resolve_backend(class_embeddings.shape[0], backend, class_embeddings.device, class_embeddings.dtype) in EXACT_BACKENDS:
         return None
     d = pixel_embeddings.shape[1]
     x = pixel_embeddings.permute(0, 2, 3, 1).reshape(-1, d) if pixel_embeddings.dim() == 4 else pixel_embeddings
@@ -272,7 +312,7 @@ class EmbeddingSegmenter(nn.Module):
         return torch.exp(-s)
 
     def _normalized(self, rows: torch.Tensor) -> torch.Tensor:
-        return F.normalize(rows, dim=1) if self.normalize else rows
+        return unit_rows(rows) if self.normalize else rows
 
     @property
     def input_multiple(self) -> int:
