@@ -150,3 +150,20 @@ def test_unit_rows_equals_f_normalize_in_value_and_gradient(monkeypatch, dtype):
     nonzero = x.detach()[[0, 1, 2]].clone().requires_grad_()
     if dtype == torch.float64:
         assert torch.autograd.gradcheck(segmenter.unit_rows, (nonzero,))
+
+
+def test_unit_rows_along_channels_of_pixel_embeddings(monkeypatch):
+    import esseg.models.segmenter as segmenter
+
+    monkeypatch.setattr(segmenter, "UNIT_ROWS_CHUNK", 10)  # rows of the chunked backward: 2 images at a time
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 3, 2, 3, generator=g, dtype=torch.float64)
+    x[1, :, 0, 0] = 0.0  # a zero pixel embedding
+    x.requires_grad_()
+    upstream = torch.randn(5, 3, 2, 3, generator=g, dtype=torch.float64)
+    y = segmenter.unit_rows(x)
+    ref = F.normalize(x, dim=1)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(torch.autograd.grad((y * upstream).sum(), x)[0],
+                               torch.autograd.grad((ref * upstream).sum(), x)[0])
+    assert torch.autograd.gradcheck(segmenter.unit_rows, (torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True),))

@@ -70,10 +70,11 @@ class _BlockSqDist(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # fp32 under autocast
     def forward(ctx, x, mu, cand, target):
         u, p, dim = x.shape
-        mu_sq = mu.pow(2).sum(1)
         mu_c = mu.index_select(0, cand.reshape(-1)).view(u, -1, dim)  # (U, K, d): freed after forward
         mu_t = mu.index_select(0, target.reshape(-1)).view(u, p, dim)
-        d = torch.baddbmm(mu_sq[cand].unsqueeze(1), x, mu_c.transpose(1, 2), alpha=-2.0)
+        # ||mu||^2 of the candidates only: a pass over the whole (C, d) table would cost a (C, d)
+        # temporary and O(C d) time at every step.
+        d = torch.baddbmm(mu_c.pow(2).sum(-1).unsqueeze(1), x, mu_c.transpose(1, 2), alpha=-2.0)
         d.add_(x.pow(2).sum(-1, keepdim=True))
         d_t = (x - mu_t).pow(2).sum(-1)
         ctx.save_for_backward(x, mu, cand, target)

@@ -155,6 +155,8 @@ class ESSLoss(nn.Module):
                 cache = self.index.neighbours_within_lists(m, class_embeddings.detach())
             else:
                 cache = nearest_other(class_embeddings.detach(), m=self.reg_candidates or 8, **search).view(c, -1)
+        if uses_index and cache.shape[1] == 1 and c < 2**31:
+            cache = cache.to(torch.int32)  # one candidate per class at large C: half the bytes of int64
         self._reg_cache = cache = cache.to(class_embeddings.device)  # a resumed cache arrives on the CPU
         return max_margin_loss(class_embeddings, self.margin, neighbours=cache)
 

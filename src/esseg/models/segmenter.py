@@ -16,26 +16,27 @@ from esseg.knn import EXACT_BACKENDS, knn_search, resolve_backend
 UNIT_ROWS_CHUNK = 1 << 16
 
 
-def unit_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """``y_i = x_i / max(||x_i||, eps)`` for a (C, d) table: ``F.normalize(x, dim=1)``, same values.
+def unit_rows(x: torch.Tensor, eps: float = 1e-12, dim: int = 1) -> torch.Tensor:
+    """``y = x / max(||x||, eps)`` along ``dim``: ``F.normalize(x, dim=dim)``, same values.
 
-    With a gradient to compute, the backward pass ``dx_i = (g_i - y_i (y_i . g_i)) / n_i``
-    (``g_i / eps`` for a row whose norm is clamped) runs over row chunks into one (C, d) buffer,
-    where autograd through ``F.normalize`` makes five (C, d) temporaries (230 MiB at C = 10^6,
-    d = 12: the peak of a million-class training step). Only ``x`` and the (C, 1) norms are saved.
-    Without a gradient (inference, export) it is the plain expression.
+    For the (C, d) class table (``dim=1``) and for (B, d, H, W) pixel embeddings (``dim=1``).
+    With a gradient to compute, the backward pass ``dx = (g - y (y . g)) / n`` (``g / eps``
+    where the norm is clamped) runs over chunks of the first dimension into one buffer the size
+    of ``x``, where autograd through ``F.normalize`` makes five temporaries that size (230 MiB
+    for the table at C = 10^6, d = 12: part of a million-class training step's peak). Only ``x``
+    and the norms are saved. Without a gradient (inference, export) it is the plain expression.
     """
-    if not (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 2:
-        return F.normalize(x, dim=-1, eps=eps)
-    return _UnitRows.apply(x, eps)
+    if not (torch.is_grad_enabled() and x.requires_grad) or x.dim() < 2 or dim % x.dim() == 0:
+        return F.normalize(x, dim=dim, eps=eps)
+    return _UnitNorm.apply(x, eps, dim % x.dim())
 
 
-class _UnitRows(torch.autograd.Function):
+class _UnitNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
-        norms = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(eps)
+    def forward(ctx, x: torch.Tensor, eps: float, dim: int) -> torch.Tensor:
+        norms = torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
         ctx.save_for_backward(x, norms)
-        ctx.eps = eps
+        ctx.eps, ctx.dim = eps, dim
         return x / norms
 
     @staticmethod
@@ -43,13 +44,14 @@ class _UnitRows(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, norms = ctx.saved_tensors
         out = torch.empty_like(x)
-        for s in range(0, x.shape[0], UNIT_ROWS_CHUNK):
-            e = min(x.shape[0], s + UNIT_ROWS_CHUNK)
+        rows = max(1, UNIT_ROWS_CHUNK * x.shape[1] // max(1, x[:1].numel()))  # ~UNIT_ROWS_CHUNK rows of d numbers
+        for s in range(0, x.shape[0], rows):
+            e = min(x.shape[0], s + rows)
             n, g = norms[s:e], grad[s:e]
             y = x[s:e] / n
-            dot = (y * g).sum(1, keepdim=True).masked_fill_(n <= ctx.eps, 0.0)  # a clamped norm passes no gradient
+            dot = (y * g).sum(ctx.dim, keepdim=True).masked_fill_(n <= ctx.eps, 0.0)  # a clamped norm passes no gradient
             out[s:e] = (g - y * dot) / n
-        return out, None
+        return out, None, None
 
 
 def _upsample(out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -276,7 +278,7 @@ class EmbeddingSegmenter(nn.Module):
         out = _upsample(self.net(images), images.shape[-2:])
         if out.shape[1] != self.embedding_dim:
             raise ValueError(f"net returned {out.shape[1]} channels; expected embedding_dim={self.embedding_dim}")
-        return F.normalize(out, dim=1) if self.normalize else out
+        return unit_rows(out) if self.normalize else out
 
     def class_embeddings(self, descriptions=None) -> torch.Tensor:
         """The (C, d) class embeddings, unit length when ``normalize=True``.
