@@ -12,8 +12,13 @@ softmax) runs at ``--baseline-classes`` (19) in the same run as the reference. P
   so an upper bound), ``--warmup`` more steps, then
   ``--repeats`` timed steps: ``step_s`` (median) and ``seconds`` = ``step_s + refresh_s / R``
   (the refresh amortised over its period R = ``index_refresh_every``, or the regulariser's 16
-  steps when no index is used); ``peak_bytes``: peak memory of a timed step above the runtime
-  (as ``bench memory``); ``refresh_peak_bytes``: the same for step 0. ``index_build_s``: the
+  steps when no index is used); ``peak_bytes``: peak memory of the step after the warm-up, above
+  the runtime (as ``bench memory``); ``refresh_peak_bytes``: the same for step 0. On CPU these
+  peaks are read with exact malloc accounting (every buffer above 128 KiB mapped and unmapped:
+  :func:`~esseg.bench.common.exact_malloc`); the timed steps then run, after one more untimed
+  step, with malloc reusing freed buffers as in a training run
+  (:func:`~esseg.bench.common.timing_malloc`: mapping and faulting in every buffer at every
+  step made a step up to 2x slower). ``index_build_s``: the
   k-means partition's build time. ``knn_recall``: recall@(k+1) of the searched negatives
   against exact search (256 block queries). ``loss_ratio``: the kNN cross-entropy with the
   default search / with exact search, same batch and weights.
@@ -41,9 +46,9 @@ import torch
 
 from esseg.bench import report
 from esseg.bench.common import (
-    FULL, QUICK, Settings, add_common_arguments, build_training, check_model_settings, clock, make_batch, median,
-    release_free_memory, resolve_device, resolve_settings, set_threads, start, start_measurement,
-    time_repeats, timed_step, unit_vectors,
+    FULL, QUICK, Settings, add_common_arguments, build_training, check_model_settings, clock, make_batch,
+    median, release_free_memory, resolve_device, resolve_settings, set_threads, start, start_measurement, time_repeats,
+    timed_step, timing_malloc, unit_vectors,
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
@@ -107,8 +112,12 @@ def scale_task(params: dict) -> dict:
     optimizer.zero_grad(set_to_none=True)
     release_free_memory()
     meter.reset_peak()
-    steps = [timed_step(training, images, labels)["seconds"] for _ in range(s.repeats)]
+    timed_step(training, images, labels)
     peak = meter.peak() - runtime
+    # Then time the steps with malloc reusing freed buffers, as in a training run (module doc).
+    if m.exact and timing_malloc():
+        timed_step(training, images, labels)
+    steps = [timed_step(training, images, labels)["seconds"] for _ in range(s.repeats)]
     step_s = median(steps)
     row = dict(measure="train_step", status="ok", step_s=step_s, peak_bytes=peak, refresh_peak_bytes=refresh_peak,
                **common)
