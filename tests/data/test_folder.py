@@ -213,3 +213,25 @@ def test_template_config_builds_the_folder_dataset(tmp_path):
     image, label = build_split(cfg, "train", train=True)[0]
     assert image.shape == (3, 8, 8) and label.shape == (8, 8)
     assert set(label.unique().tolist()) <= {0, 1, 2, 255}
+
+
+def test_32_bit_tiff_labels_above_65535_classes(tmp_path):
+    # More than 65535 classes: 65535 is a real class id, the ignore value is 2**31 - 1 and the
+    # label maps are 32-bit TIFFs (PIL mode I), read back exactly.
+    root = tmp_path / "f"
+    (root).mkdir()
+    (root / "classes.txt").write_text("".join(f"c{i}\n" for i in range(70_000)))
+    raw = np.array([[0, 65535, 65536], [69_999, 2**31 - 1, 300]], dtype=np.int32)
+    write_image(root / "images" / "train" / "s0.png", 2, 3)
+    (root / "labels" / "train").mkdir(parents=True)
+    Image.fromarray(raw).save(root / "labels" / "train" / "s0.tif")
+    ds = FolderDataset(root, "train")
+    assert ds.num_classes == 70_000 and ds.ignore_index == 2**31 - 1
+    label = ds.load_label(0)
+    assert label.dtype == np.int64
+    np.testing.assert_array_equal(label, raw)
+    bad = raw.copy()
+    bad[0, 0] = 70_000  # neither a class id nor the ignore value
+    Image.fromarray(bad).save(root / "labels" / "train" / "s0.tif")
+    with pytest.raises(DatasetError, match="70000"):
+        FolderDataset(root, "train").load_label(0)

@@ -55,6 +55,8 @@ class LabelSpace:
         valid: human-readable description of the valid raw values, e.g. ``"0..150"``.
         hint: what to do when an invalid value is found.
         ignore_index: train id of ignored pixels.
+        extra: ``(raw, train id)`` pairs for raw values beyond the lut, e.g. the ignore value
+            ``2**31 - 1`` of a dataset with more than 65535 classes (a lut that long would take 16 GiB).
     """
 
     name: str
@@ -64,6 +66,7 @@ class LabelSpace:
     valid: str
     hint: str = "check that the file is an annotation of this dataset (see docs/datasets.md)"
     ignore_index: int = 255
+    extra: tuple[tuple[int, int], ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -79,10 +82,18 @@ class LabelSpace:
         if raw.dtype.kind not in "iub":
             raise DatasetError(f"{source}: label array has dtype {raw.dtype}; expected integer class ids")
         raw = raw.astype(np.int64, copy=False)
-        bad = raw[(raw < 0) | (raw >= len(self.lut))]
-        if bad.size == 0:
-            out = self.lut[raw]
+        outside = (raw < 0) | (raw >= len(self.lut))
+        if self.extra and outside.any():
+            out = np.full(raw.shape, INVALID, dtype=np.int64)
+            out[~outside] = self.lut[raw[~outside]]
+            for value, train_id in self.extra:
+                out[raw == value] = train_id
             bad = raw[out == INVALID]
+        else:
+            bad = raw[outside]
+            if bad.size == 0:
+                out = self.lut[raw]
+                bad = raw[out == INVALID]
         if bad.size:
             raise DatasetError(
                 f"{source}: label value {int(bad.flat[0])} is not a valid {self.name} value "

@@ -110,10 +110,14 @@ def read_mapping(path: Path, num_classes: int, ignore_index: int) -> dict[int, i
 def folder_space(classes: list[str], ignore_index: int, mapping: dict[int, int] | None, class_file: str) -> LabelSpace:
     """The :class:`LabelSpace` of a folder dataset: identity on ``0..C-1`` (or ``mapping``)."""
     num_classes = len(classes)
+    # An ignore value far above the class ids (2**31 - 1 above 65535 classes) is matched on its
+    # own instead of through a lut that long.
+    extra = ((ignore_index, ignore_index),) if ignore_index >= max(num_classes, 65536) else ()
     if mapping is None:
-        lut = np.full(max(num_classes, ignore_index + 1), INVALID, dtype=np.int64)
+        lut = np.full(max(num_classes, 0 if extra else ignore_index + 1), INVALID, dtype=np.int64)
         lut[:num_classes] = np.arange(num_classes)
-        lut[ignore_index] = ignore_index
+        if not extra:
+            lut[ignore_index] = ignore_index
         valid = f"0..{num_classes - 1} or {ignore_index} (ignore)"
         hint = (
             f"{class_file} lists {num_classes} classes; add the missing class names there, set "
@@ -126,7 +130,7 @@ def folder_space(classes: list[str], ignore_index: int, mapping: dict[int, int] 
             lut[raw] = train
         valid = f"0..{len(lut) - 1}"
         hint = "label maps must hold non-negative 16-bit values when a mapping file is used"
-    return LabelSpace("folder", tuple(classes), bit_palette(num_classes), lut, valid, hint, ignore_index)
+    return LabelSpace("folder", tuple(classes), bit_palette(num_classes), lut, valid, hint, ignore_index, extra)
 
 
 def _list_files(directory: Path, exts: tuple[str, ...], suffix: str = "") -> dict[str, list[Path]]:
