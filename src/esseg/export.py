@@ -44,6 +44,10 @@ except ImportError:  # pragma: no cover - older torch
     fx_config = None
 
 FORMATS = ("torchscript", "onnx", "pt2")
+# Classes scored at once by the exported nearest-class search: above this the graph scores the
+# class table in chunks of this size (unrolled, C is fixed at export time) with a running
+# maximum, so its memory is pixels x chunk instead of pixels x C.
+EXPORT_CLASS_CHUNK = 8192
 TIE_TOLERANCE = 1e-4  # relative score gap under which a differing label counts as a tie
 
 
@@ -97,7 +101,11 @@ class LabelMapModel(nn.Module):
 
     - ESS: ``argmin_c ||x - mu_c||^2``, computed as ``argmax_c (2 x.mu_c - ||mu_c||^2)``, one
       matmul with the ``class_embeddings`` buffer (C, d), a constant in the exported graph
-      (``model.predict``'s blocked search has data-dependent checks that do not trace);
+      (``model.predict``'s blocked search has data-dependent checks that do not trace); above
+      :data:`EXPORT_CLASS_CHUNK` classes one matmul per chunk of classes with a running maximum
+      (the first maximum wins, as in ``argmax``), so the graph's memory does not grow with C
+      (its time does: the exported search is exact; the inverted-file index of ``model.predict``
+      does not trace);
     - baseline: ``argmax_c`` of the logits.
 
     Equals ``model.predict`` (up to exact ties) and holds only plain tensor ops, so it exports
@@ -117,8 +125,18 @@ class LabelMapModel(nn.Module):
         out = forward_any_size(self.model, images)
         if not self.is_embedding:
             return out.argmax(1)
-        scores = 2 * torch.matmul(out.permute(0, 2, 3, 1), self.class_embeddings.t()) - self.class_sq_norms
-        return scores.argmax(-1)
+        x = out.permute(0, 2, 3, 1)
+        c = self.class_embeddings.shape[0]
+        best_score, best = None, None
+        for s in range(0, c, EXPORT_CLASS_CHUNK):  # C is a constant of the graph: unrolled when traced
+            mu, sq = self.class_embeddings[s : s + EXPORT_CLASS_CHUNK], self.class_sq_norms[s : s + EXPORT_CLASS_CHUNK]
+            score, label = (2 * torch.matmul(x, mu.t()) - sq).max(-1)
+            if best is None:
+                best_score, best = score, label
+            else:
+                better = score > best_score
+                best_score, best = torch.where(better, score, best_score), torch.where(better, label + s, best)
+        return best
 
 
 def random_images(size: int, seed: int = 0) -> list[torch.Tensor]:

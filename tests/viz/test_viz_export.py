@@ -163,3 +163,20 @@ def test_export_user_errors(ess_ckpt, tmp_path, capsys):
     assert "--size must be >= 8" in run_error(capsys, ["export", "--checkpoint", ess_ckpt, "--out", str(tmp_path / "m"),
                                                        "--size", "4"])
     assert "not found" in run_error(capsys, ["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m")])
+
+
+def test_class_chunked_graph_equals_one_matmul_and_traces(ess_ckpt, monkeypatch):
+    import esseg.export as export_module
+
+    _, model = eager(ess_ckpt)
+    images = random_images(32)[1]
+    whole = LabelMapModel(model).eval()
+    with torch.no_grad():
+        want = whole(images)
+        monkeypatch.setattr(export_module, "EXPORT_CLASS_CHUNK", 5)  # NUM_CLASSES in chunks of 5, a ragged last one
+        assert NUM_CLASSES > 5 and NUM_CLASSES % 5
+        chunked = LabelMapModel(model).eval()
+        assert torch.equal(chunked(images), want)
+        traced = torch.jit.trace(chunked, images[:1], check_trace=False)
+        assert torch.equal(traced(images), want)  # the unrolled chunks hold for another batch and size
+    check_label_maps(model, images, predict_batch(model, images), want, "chunked")
