@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     if zs:
         ratios = [r["unseen_thing_mIoU"] / r["seen_thing_mIoU"] for r in zs]
         print(f"\nunseen/seen thing mIoU ratio per seed: {', '.join(f'{x:.3f}' for x in ratios)}")
-    print("\n| variant | thing IoU, 100 most frequent | next 300 | remaining 588 |")
+    print(f"\n| variant | thing IoU, 100 most frequent | next 300 | remaining {ds.num_classes - ds.num_stuff - 400} |")
     print("|---|---|---|---|")
     for v in sorted({r["variant"] for r in bands}):
         rows = [r for r in bands if r["variant"] == v]
@@ -141,11 +141,13 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    zero_shot = any(r["variant"] == "zeroshot" for r in curves)
+    fig, axes = plt.subplots(1, 2 if zero_shot else 1, figsize=(10 if zero_shot else 5.5, 4), squeeze=False)
+    axes = list(axes[0])
     for v in variants:
         rows = [r for r in curves if r["variant"] == v]
         iters = sorted({r["iter"] for r in rows})
-        for ax, key in zip(axes, ("thing_mIoU", "unseen_thing_mIoU" if v == "zeroshot" else "thing_mIoU")):
+        for ax, key in zip(axes, ("thing_mIoU", "unseen_thing_mIoU" if v == "zeroshot" else "thing_mIoU")[: len(axes)]):
             if key == "unseen_thing_mIoU" or ax is axes[0]:
                 ys = [statistics.mean(r[key] for r in rows if r["iter"] == i and r[key] is not None) for i in iters]
                 ax.plot(iters, [100 * y for y in ys], marker="o", label=f"{v} ({key}, mean of {len({r['seed'] for r in rows})})")
@@ -155,7 +157,8 @@ def main(argv=None) -> int:
         axes[1].plot(iters, [100 * statistics.mean(r["seen_thing_mIoU"] for r in zs_rows if r["iter"] == i) for i in iters],
                      marker="o", label="zeroshot (seen_thing_mIoU)")
     axes[0].set_title(f"thing mIoU, C = {args.classes}")
-    axes[1].set_title("generalised zero-shot, 20 % held out")
+    if zero_shot:
+        axes[1].set_title("generalised zero-shot, 20 % held out")
     for ax in axes:
         ax.set_xlabel("training step")
         ax.set_ylabel("%")
