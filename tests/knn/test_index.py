@@ -245,3 +245,15 @@ def test_default_search_with_faiss_equals_brute_force_and_keeps_the_nan_contract
     d, i = knn_search(q, db, 9)
     assert int(i.min()) >= 0 and int(i.max()) < 3000
     assert not (i[torch.arange(300) != 3] == 5).any()  # a NaN class is nobody's neighbour
+
+
+def test_faiss_runs_single_threaded_in_a_child_forked_after_multithreaded_use(monkeypatch):
+    import esseg.knn.search as search_module
+
+    monkeypatch.setattr(search_module, "_IN_FORKED_CHILD", False)
+    monkeypatch.setattr(search_module, "_FAISS_POOL_USED", False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    search_module._after_fork_in_child()  # a fork before any multi-threaded FAISS call: nothing changes
+    assert search_module.faiss_threads() == 4 and search_module._FAISS_POOL_USED
+    search_module._after_fork_in_child()  # a fork after it: the child keeps FAISS on one thread
+    assert search_module.faiss_threads() == 1

@@ -11,6 +11,7 @@ Indices are always valid database rows, in ``[0, C)``, even when an input holds 
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable
 
 import numpy as np
@@ -151,6 +152,29 @@ def faiss_available() -> bool:
     return _FAISS_AVAILABLE
 
 
+_FAISS_POOL_USED = False  # this process ran FAISS with more than one OpenMP thread
+_IN_FORKED_CHILD = False  # ... and this is a child forked after that
+
+
+def _after_fork_in_child() -> None:
+    global _IN_FORKED_CHILD
+    _IN_FORKED_CHILD = _IN_FORKED_CHILD or _FAISS_POOL_USED
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def faiss_threads() -> int:
+    """OpenMP threads for the next FAISS call: torch's intra-op setting, but 1 in a process forked
+    from one that ran FAISS multi-threaded (GNU OpenMP's thread pool does not survive ``fork``: a
+    parallel region in the child would wait for threads that do not exist)."""
+    global _FAISS_POOL_USED
+    threads = 1 if _IN_FORKED_CHILD else max(1, torch.get_num_threads())
+    _FAISS_POOL_USED = _FAISS_POOL_USED or threads > 1
+    return threads
+
+
 def _faiss():
     try:
         import faiss  # noqa: PLC0415
@@ -188,7 +212,7 @@ def faiss_search(
     """
     _check(queries, database, k)
     faiss = _faiss()
-    faiss.omp_set_num_threads(torch.get_num_threads())  # FAISS's OpenMP pool follows torch's thread setting
+    faiss.omp_set_num_threads(faiss_threads())  # FAISS's OpenMP pool follows torch's thread setting
     if nlist is None and not bool(torch.isfinite(database).all()):
         return torch_exact_search(queries, database, k)  # NaN/inf classes rank last, as in the torch search
     d = queries.shape[1]
@@ -349,6 +373,7 @@ class FaissIndex:
     def __init__(self, database: torch.Tensor, kind: str = "ivf", nlist: int | None = None, nprobe: int | None = None,
                  seed: int = 0, hnsw_m: int = 32, ef_search: int = 64):
         faiss = _faiss()
+        faiss.omp_set_num_threads(faiss_threads())
         c, self.dim = database.shape
         self.num_classes = c
         xb = database.detach().float().cpu().contiguous().numpy()
@@ -378,6 +403,7 @@ class FaissIndex:
             raise ConfigError(f"this index was built for d={self.dim}; the queries have d={queries.shape[1]}: rebuild it")
         db = self.database if database is None else database.detach()
         xq = queries.detach().float().cpu().contiguous().numpy()
+        _faiss().omp_set_num_threads(faiss_threads())
         _, cand = self.index.search(xq, min(self.num_classes, max(k, 2 * k)))
         cand = torch.from_numpy(cand).to(queries.device, torch.long)
         missing = cand < 0
