@@ -32,7 +32,7 @@ def test_knn_quick_rows_recall_and_goal(tmp_path):
 
 
 def test_knn_without_faiss_marks_rows_unavailable(tmp_path, monkeypatch):
-    monkeypatch.setattr(knn_bench, "_faiss_available", lambda: False)
+    monkeypatch.setattr(knn_bench, "faiss_available", lambda: False)
     out = tmp_path / "nofaiss"
     assert main(["bench", "knn", "--quick", "--classes", "19", "--repeats", "1", "--out", str(out)]) == 0
     rows, data = read_outputs(out, "knn")

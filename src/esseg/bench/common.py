@@ -179,11 +179,10 @@ def resolve_settings(args: argparse.Namespace, full: dict, quick: dict) -> Setti
 
 
 def set_threads(threads: int | None) -> int:
-    """Use ``threads`` CPU threads in torch (and FAISS when it is loaded); returns the count in use."""
+    """Use ``threads`` CPU threads in torch (and so in FAISS, whose calls follow torch's setting:
+    ``esseg.knn.search.faiss_threads``); returns the count in use."""
     if threads:
         torch.set_num_threads(threads)
-        if "faiss" in sys.modules:
-            sys.modules["faiss"].omp_set_num_threads(threads)
     return torch.get_num_threads()
 
 

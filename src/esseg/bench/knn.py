@@ -35,6 +35,7 @@ from esseg.bench.common import (
 from esseg.bench.report import Ratio, fmt_seconds
 from esseg.engine.distributed import resolve_device
 from esseg.errors import EssegError
+from esseg.knn import faiss_available
 
 HELP = "time and recall@k of each kNN search path (torch, FAISS flat/IVF, clustered, strided) per C"
 DESCRIPTION = __doc__.split("\n\n", 1)[0].replace("``", "")
@@ -56,14 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", choices=["smooth", "random"], default="smooth",
                    help="smooth: pixel embeddings like a network's output (default); random: i.i.d. directions")
     p.add_argument("--noise", type=float, default=0.15, help="per-coordinate noise around the class embedding (default 0.15)")
-
-
-def _faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
 
 
 def shared_search(field: torch.Tensor, database: torch.Tensor, k: int, stride: int) -> torch.Tensor:
@@ -158,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         raise EssegError("--nlist and --nprobe must be >= 1")
     if s.k > min(s.classes):
         raise EssegError(f"--k {s.k} exceeds the smallest C={min(s.classes)}; use k <= C")
-    faiss_ok = _faiss_available()
+    faiss_ok = faiss_available()
     env = start(s, device)
     env["faiss"] = __import__("faiss").__version__ if faiss_ok else None
     n = s.num_pixels

@@ -52,7 +52,7 @@ from esseg.bench.common import (
 )
 from esseg.bench.report import Ratio, bytes_column, fmt_seconds
 from esseg.bench.worker import MODES, IsolatedRunner
-from esseg.knn import EXACT_BACKENDS, knn_search, resolve_backend
+from esseg.knn import EXACT_BACKENDS, faiss_available, knn_search, resolve_backend
 from esseg.knn.index import recall_at_k
 from esseg.losses import knn_cross_entropy
 from esseg.models.segmenter import nearest_class, search_agreement
@@ -202,9 +202,7 @@ def knn_task(params: dict) -> dict:
     times = time_repeats(lambda: knn_search(q, table, k, backend=option), s.repeats, 0, device)
     rows = [dict(method="default", measure="knn", status="ok", backend=backend, seconds=median(times),
                  index_build_s=max(0.0, first - median(times)) if backend not in EXACT_BACKENDS else None)]
-    try:
-        import faiss  # noqa: F401, PLC0415
-    except ImportError:
+    if not faiss_available():
         rows.append(dict(method="faiss_flat", measure="knn", status="unavailable", note="FAISS not installed"))
         return {"status": "ok", "rows": rows}
     times = time_repeats(lambda: knn_search(q, table, k, backend="faiss"), s.repeats, 0, device)

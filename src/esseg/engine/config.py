@@ -110,7 +110,7 @@ class LossConfig:
     reg_weight: float = 1.0
     mode: Literal["knn", "random", "exact"] = "knn"
     query_stride: int = 4  # share kNN negatives per 4x4 block (decoder resolution); 1 = every pixel
-    backend: str = "auto"  # kNN search: auto (exact below esseg.knn.AUTO_INDEX_MIN_CLASSES, index above), torch, ivf, faiss...
+    backend: str = "auto"  # kNN search: auto (exact below esseg.knn.AUTO_INDEX_MIN_CLASSES, or FAISS flat below AUTO_INDEX_MIN_CLASSES_FAISS; index above), torch, ivf, faiss...
     index_refresh_every: int = 100  # steps between rebuilds of the training index's partition (backend ivf/auto)
 
 

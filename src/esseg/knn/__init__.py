@@ -7,6 +7,6 @@ from esseg.knn.search import (
 )
 
 __all__ = [
-    "AUTO_INDEX_MIN_CLASSES", "AUTO_INDEX_MIN_CLASSES_FAISS", "BACKENDS", "EXACT_BACKENDS", "faiss_available", "ClusteredIndex", "FaissIndex", "IVFIndex", "knn_search", "resolve_backend",
-    "torch_exact_search",
+    "AUTO_INDEX_MIN_CLASSES", "AUTO_INDEX_MIN_CLASSES_FAISS", "BACKENDS", "EXACT_BACKENDS", "ClusteredIndex",
+    "FaissIndex", "IVFIndex", "faiss_available", "knn_search", "resolve_backend", "torch_exact_search",
 ]

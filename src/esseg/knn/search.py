@@ -176,6 +176,7 @@ def faiss_threads() -> int:
 
 
 def _faiss():
+    """The ``faiss`` module, its OpenMP threads set for the next call (:func:`faiss_threads`)."""
     try:
         import faiss  # noqa: PLC0415
     except ImportError:  # pragma: no cover - depends on the environment
@@ -183,6 +184,7 @@ def _faiss():
             'the FAISS kNN backends need FAISS: pip install "esseg[faiss]" (or faiss-gpu), '
             'or use backend="torch" (exact) or backend="ivf" (the plain-torch index)'
         ) from None
+    faiss.omp_set_num_threads(faiss_threads())  # FAISS's OpenMP pool follows torch's thread setting
     return faiss
 
 
@@ -212,7 +214,6 @@ def faiss_search(
     """
     _check(queries, database, k)
     faiss = _faiss()
-    faiss.omp_set_num_threads(faiss_threads())  # FAISS's OpenMP pool follows torch's thread setting
     if nlist is None and not bool(torch.isfinite(database).all()):
         return torch_exact_search(queries, database, k)  # NaN/inf classes rank last, as in the torch search
     d = queries.shape[1]
@@ -373,7 +374,6 @@ class FaissIndex:
     def __init__(self, database: torch.Tensor, kind: str = "ivf", nlist: int | None = None, nprobe: int | None = None,
                  seed: int = 0, hnsw_m: int = 32, ef_search: int = 64):
         faiss = _faiss()
-        faiss.omp_set_num_threads(faiss_threads())
         c, self.dim = database.shape
         self.num_classes = c
         xb = database.detach().float().cpu().contiguous().numpy()
@@ -403,7 +403,7 @@ class FaissIndex:
             raise ConfigError(f"this index was built for d={self.dim}; the queries have d={queries.shape[1]}: rebuild it")
         db = self.database if database is None else database.detach()
         xq = queries.detach().float().cpu().contiguous().numpy()
-        _faiss().omp_set_num_threads(faiss_threads())
+        _faiss()  # sets the OpenMP threads of this call
         _, cand = self.index.search(xq, min(self.num_classes, max(k, 2 * k)))
         cand = torch.from_numpy(cand).to(queries.device, torch.long)
         missing = cand < 0
