@@ -193,7 +193,8 @@ class IVFIndex:
         for s in range(0, shape[0], step):
             src = self._ids[s : min(s + step, shape[0])].clamp(max=self.num_classes - 1).view(-1)
             torch.index_select(db, 0, src, out=blocks[s : s + step].view(-1, self.dim))
-        torch.sum(blocks.pow(2), -1, out=self.block_sq).masked_fill_(self._padding, float("inf"))
+            torch.sum(blocks[s : s + step].pow(2), -1, out=self.block_sq[s : s + step])
+        self.block_sq.masked_fill_(self._padding, float("inf"))
         self.database = db
 
     def _check_table(self, database: torch.Tensor) -> None:
