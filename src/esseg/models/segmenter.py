@@ -16,27 +16,27 @@ from esseg.knn import EXACT_BACKENDS, knn_search, resolve_backend
 UNIT_ROWS_CHUNK = 1 << 16
 
 
-def unit_rows(x: torch.Tensor, eps: float = 1e-12, dim: int = 1) -> torch.Tensor:
-    """``y = x / max(||x||, eps)`` along ``dim``: ``F.normalize(x, dim=dim)``, same values.
+def unit_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``y = x / max(||x||, eps)`` along dim 1: ``F.normalize(x, dim=1)``, same values.
 
-    For the (C, d) class table (``dim=1``) and for (B, d, H, W) pixel embeddings (``dim=1``).
-    With a gradient to compute, the backward pass ``dx = (g - y (y . g)) / n`` (``g / eps``
-    where the norm is clamped) runs over chunks of the first dimension into one buffer the size
-    of ``x``, where autograd through ``F.normalize`` makes five temporaries that size (230 MiB
-    for the table at C = 10^6, d = 12: part of a million-class training step's peak). Only ``x``
-    and the norms are saved. Without a gradient (inference, export) it is the plain expression.
+    For the (C, d) class table and for (B, d, H, W) pixel embeddings. With a gradient to
+    compute, the backward pass ``dx = (g - y (y . g)) / n`` (``g / eps`` where the norm is
+    clamped) runs over chunks of the first dimension into one buffer the size of ``x``, where
+    autograd through ``F.normalize`` makes five temporaries that size (230 MiB for the table at
+    C = 10^6, d = 12: part of a million-class training step's peak). Only ``x`` and the norms
+    are saved. Without a gradient (inference, export) it is the plain expression.
     """
-    if not (torch.is_grad_enabled() and x.requires_grad) or x.dim() < 2 or dim % x.dim() == 0:
-        return F.normalize(x, dim=dim, eps=eps)
-    return _UnitNorm.apply(x, eps, dim % x.dim())
+    if not (torch.is_grad_enabled() and x.requires_grad) or x.dim() < 2:
+        return F.normalize(x, dim=1, eps=eps)
+    return _UnitNorm.apply(x, eps)
 
 
 class _UnitNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, eps: float, dim: int) -> torch.Tensor:
-        norms = torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        norms = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(eps)
         ctx.save_for_backward(x, norms)
-        ctx.eps, ctx.dim = eps, dim
+        ctx.eps = eps
         return x / norms
 
     @staticmethod
@@ -49,9 +49,9 @@ class _UnitNorm(torch.autograd.Function):
             e = min(x.shape[0], s + rows)
             n, g = norms[s:e], grad[s:e]
             y = x[s:e] / n
-            dot = (y * g).sum(ctx.dim, keepdim=True).masked_fill_(n <= ctx.eps, 0.0)  # a clamped norm passes no gradient
+            dot = (y * g).sum(1, keepdim=True).masked_fill_(n <= ctx.eps, 0.0)  # a clamped norm passes no gradient
             out[s:e] = (g - y * dot) / n
-        return out, None, None
+        return out, None
 
 
 def _upsample(out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
