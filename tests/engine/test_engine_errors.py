@@ -144,3 +144,27 @@ def test_dataset_root_hint_names_the_flags_of_each_command(tmp_path, capsys):
     assert "--data-root DIR (esseg train/eval) or --root DIR (esseg data inspect)" in line and "pass --root" not in line
     line = run_error(capsys, ["data", "inspect", "--dataset", "voc", "--root", str(tmp_path / "none")])
     assert "--root DIR (esseg data inspect)" in line
+
+
+def test_training_images_not_a_multiple_of_the_network_input(tmp_path, capsys):
+    # A user's own folder of 24x40 images: DeepLabV3+ needs multiples of 16. One line, exit 2,
+    # and the suggested crop then trains.
+    import numpy as np
+
+    from esseg.cli import main
+
+    root = tmp_path / "data"
+    (root / "classes.txt").parent.mkdir(parents=True)
+    (root / "classes.txt").write_text("a\nb\n")
+    for split in ("train", "val"):
+        for i in range(2):
+            (root / "images" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((24, 40, 3), 60 * i, np.uint8)).save(root / "images" / split / f"s{i}.png")
+            Image.fromarray(np.full((24, 40), i, np.uint8)).save(root / "labels" / split / f"s{i}.png")
+    args = ["train", "--dataset", "folder", "--data-root", str(root), "--iters", "1", "--batch-size", "2",
+            "--device", "cpu", "--set", "train.num_vis=0", "train.tensorboard=false", "model.encoder_weights=null",
+            "data.class_frequency=none", "loss.k=1"]
+    line = run_error(capsys, [*args, "--out", str(tmp_path / "r1")])
+    assert "training images are 24x40" in line and "multiples of 16: pass --crop-size 16" in line
+    assert main([*args, "--out", str(tmp_path / "r2"), "--crop-size", "16"]) == 0

@@ -188,6 +188,20 @@ def resolve_resume(resume: str | None, run: RunFolder) -> Path | None:
     return path
 
 
+def check_input_size(images: torch.Tensor, net: nn.Module) -> None:
+    """ConfigError, one line, when training images (B, 3, H, W) are not multiples of the network's
+    input multiple (``net.input_multiple``: 16 for DeepLabV3+ at output stride 16). Prediction pads
+    any size; training does not (padding would need ignored label pixels), so the crop must fit."""
+    m = getattr(net, "input_multiple", 1)
+    h, w = images.shape[-2:]
+    if h % m or w % m:
+        fit = max(m, (min(h, w) // m) * m)
+        raise ConfigError(
+            f"training images are {h}x{w} but this network takes heights and widths that are multiples of {m}: "
+            f"pass --crop-size {fit} (or set data.crop_size to a multiple of {m})"
+        )
+
+
 def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps: int = 1, amp: bool = False,
                train_classes: torch.Tensor | None = None) -> dict:
     """One optimiser step over ``accum_steps`` micro-batches from the iterator ``batches``.
@@ -204,6 +218,7 @@ def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps
     totals: dict[str, float] = {}
     for micro in range(accum_steps):
         images, labels = next(batches)
+        check_input_size(images, net)
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         last = micro == accum_steps - 1
