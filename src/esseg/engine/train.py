@@ -127,6 +127,8 @@ def build_model(cfg: Config, num_classes: int, dataset=None) -> nn.Module:
     extra = {"normalize": m.normalize} if m.method == "ess" else {}
     if m.method == "ess" and m.class_init != "random":
         extra.update(class_init=m.class_init)
+    if m.method == "ess" and not m.unit_pixels:
+        extra.update(unit_pixels=False)
     if m.method == "ess" and m.learn_temperature:
         extra.update(learn_temperature=True, tau=cfg.loss.tau, max_scale=m.max_scale)
     if m.class_encoder != "table":

@@ -28,6 +28,7 @@ def create_model(
     output_stride: int = 16,
     atrous_rates: tuple[int, ...] = (12, 24, 36),
     normalize: bool = True,
+    unit_pixels: bool = True,
     in_channels: int = 3,
     class_encoder: str = "table",
     class_encoder_options: dict | None = None,
@@ -50,6 +51,8 @@ def create_model(
         encoder_weights: ``None`` (random init) or e.g. ``"imagenet"`` (downloads weights).
         output_stride, atrous_rates: DeepLabV3/V3+ only.
         normalize: ESS only: L2-normalise pixel and class embeddings.
+        unit_pixels: ESS with ``normalize`` only: False normalises the class embeddings alone (a
+            pixel's length becomes a learned per-pixel scale; see :class:`EmbeddingSegmenter`).
         class_encoder: ESS only: ``"table"`` (a free learned (C, d) table, the paper's),
             ``"attributes"`` or ``"text"`` (class embeddings computed from class descriptions,
             :mod:`esseg.models.class_encoders`).
@@ -79,8 +82,8 @@ def create_model(
     encoder_options = dict(class_encoder_options or {})
     if embedding_dim is None and (class_encoder != "table" or encoder_options):
         raise ConfigError(f"class_encoder={class_encoder!r} needs an ESS model (embedding_dim); the baseline has C logits")
-    if embedding_dim is None and (class_init != "random" or learn_temperature):
-        raise ConfigError("class_init and learn_temperature need an ESS model (embedding_dim); the baseline has C logits")
+    if embedding_dim is None and (class_init != "random" or learn_temperature or not unit_pixels):
+        raise ConfigError("class_init, learn_temperature and unit_pixels need an ESS model (embedding_dim); the baseline has C logits")
     if class_init != "random" and class_encoder != "table":
         raise ConfigError(f"class_init={class_init!r} initialises the free class table; class_encoder={class_encoder!r} has none "
                           "(use class_encoder=table or class_init=random)")
@@ -95,7 +98,8 @@ def create_model(
         model: EmbeddingSegmenter | BaselineSegmenter = BaselineSegmenter(net, num_classes)
     else:
         classes = build_class_encoder(class_encoder, num_classes, embedding_dim, **encoder_options)
-        model = EmbeddingSegmenter(net, num_classes, embedding_dim, normalize=normalize, class_encoder=classes,
+        model = EmbeddingSegmenter(net, num_classes, embedding_dim, normalize=normalize, unit_pixels=unit_pixels,
+                                   class_encoder=classes,
                                    class_init=class_init, learn_temperature=learn_temperature, tau=tau, max_scale=max_scale)
         encoder_options = classes.options() if classes is not None else {}
     model.config = dict(
@@ -107,6 +111,8 @@ def create_model(
         model.config.update(class_encoder=class_encoder, class_encoder_options=encoder_options)
     if class_init != "random":  # likewise: only the new options that are set
         model.config.update(class_init=class_init)
+    if not unit_pixels:
+        model.config.update(unit_pixels=False)
     if learn_temperature:
         model.config.update(learn_temperature=True, tau=tau, max_scale=max_scale)
     return model

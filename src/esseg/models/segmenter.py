@@ -216,6 +216,13 @@ class EmbeddingSegmenter(nn.Module):
     Without gradients (inference) the computed table is cached and recomputed only when a
     parameter of the encoder changed (optimiser step, ``load_state_dict``, a move to another device).
 
+    With ``unit_pixels=False`` (and ``normalize=True``) only the class embeddings are unit length;
+    a pixel's embedding keeps its length ``r = ||x||``, so the loss's logits
+    ``-||x - mu||^2 / tau = (2 r cos(x, mu) - r^2 - 1) / tau`` are a cosine classifier with a learned
+    per-pixel scale ``2 r / tau`` (the ``- r^2 - 1`` is the same for every class and cancels in the
+    softmax), where unit pixels fix it at ``2 / tau``. The nearest class is still the one of largest
+    cosine, so the kNN search, the max-margin term and prediction are unchanged.
+
     With ``learn_temperature=True`` the model also holds the loss's temperature as a learned
     log-scale ``log_scale = s`` (NormFace / CLIP style): ``tau = exp(-min(s, log(max_scale)))``,
     so the loss's logits ``-||x - mu||^2 / tau = exp(s) (2 cos(x, mu) - 2)`` for unit vectors;
@@ -225,6 +232,8 @@ class EmbeddingSegmenter(nn.Module):
     Args:
         net: any module mapping images (B, 3, H, W) to (B, embedding_dim, h, w).
         num_classes: C. embedding_dim: d. normalize: project both onto the unit sphere.
+        unit_pixels: with ``normalize``, project the pixel embeddings too (the paper's); False:
+            class embeddings only (above).
         class_encoder: None (a free table) or a module whose ``forward()`` gives the raw (C, d)
             rows and ``forward(descriptions)`` the rows of new classes.
         class_init: the free table's initial rows: ``"random"`` (Gaussian, the paper's) or
@@ -240,7 +249,7 @@ class EmbeddingSegmenter(nn.Module):
     is_embedding = True
 
     def __init__(self, net: nn.Module, num_classes: int, embedding_dim: int, normalize: bool = True,
-                 class_encoder: nn.Module | None = None, class_init: str = "random", learn_temperature: bool = False,
+                 unit_pixels: bool = True, class_encoder: nn.Module | None = None, class_init: str = "random", learn_temperature: bool = False,
                  tau: float = 0.05, max_scale: float | None = None):
         super().__init__()
         if num_classes < 2:
@@ -253,7 +262,11 @@ class EmbeddingSegmenter(nn.Module):
             raise ConfigError(f"a learned temperature needs tau > 0 and max_scale >= 1 / tau (or null); got tau={tau}, "
                               f"max_scale={max_scale}")
         self.net = net
+        if not unit_pixels and not normalize:
+            raise ConfigError("unit_pixels=False keeps the pixel embeddings' length while the class embeddings are "
+                              "normalised; it needs normalize=True")
         self.num_classes, self.embedding_dim, self.normalize = num_classes, embedding_dim, normalize
+        self.unit_pixels = unit_pixels
         if class_encoder is None:
             if class_init == "spread":
                 table = spread_rows(num_classes, embedding_dim)
@@ -278,7 +291,7 @@ class EmbeddingSegmenter(nn.Module):
         out = _upsample(self.net(images), images.shape[-2:])
         if out.shape[1] != self.embedding_dim:
             raise ValueError(f"net returned {out.shape[1]} channels; expected embedding_dim={self.embedding_dim}")
-        return unit_rows(out) if self.normalize else out
+        return unit_rows(out) if self.normalize and self.unit_pixels else out
 
     def class_embeddings(self, descriptions=None) -> torch.Tensor:
         """The (C, d) class embeddings, unit length when ``normalize=True``.
