@@ -161,6 +161,8 @@ def test_dataset_option_errors_shorten_huge_values():
     ({"model": {"max_scale": 0}}, r"model\.max_scale must be > 0 or null"),
     ({"model": {"class_init": "spread", "class_encoder": "attributes"}}, r"model\.class_init=spread initialises the free class table"),
     ({"model": {"class_init": "sphere"}}, r"model\.class_init must be one of 'random', 'spread'"),
+    ({"model": {"unit_pixels": False, "normalize": False}}, r"model\.unit_pixels=false .* needs model\.method=ess and model\.normalize=true"),
+    ({"model": {"unit_pixels": False, "method": "baseline"}}, r"model\.unit_pixels=false .* needs model\.method=ess"),
 ])
 def test_temperature_and_class_init_keys_are_checked(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -170,5 +172,6 @@ def test_temperature_and_class_init_keys_are_checked(bad, message):
 def test_temperature_and_class_init_defaults_keep_the_paper_formulation():
     m = Config().model
     assert (m.learn_temperature, m.class_init, Config().optim.temperature_lr_mult) == (False, "random", 1.0)
+    assert m.unit_pixels and m.normalize
     cfg = config_from_dict({"model": {"learn_temperature": True, "max_scale": None, "class_init": "spread"}})
     assert cfg.model.learn_temperature and cfg.model.max_scale is None and cfg.model.class_init == "spread"

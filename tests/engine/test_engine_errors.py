@@ -168,3 +168,37 @@ def test_training_images_not_a_multiple_of_the_network_input(tmp_path, capsys):
     line = run_error(capsys, [*args, "--out", str(tmp_path / "r1")])
     assert "training images are 24x40" in line and "multiples of 16: pass --crop-size 16" in line
     assert main([*args, "--out", str(tmp_path / "r2"), "--crop-size", "16"]) == 0
+
+
+def test_non_finite_gradient_with_a_finite_loss_stops_before_the_weights_change(tmp_path, capsys, monkeypatch):
+    # d sqrt(|x|)/dx at x = 0 is 0 * inf = NaN: the loss stays finite, every output gradient is NaN.
+    build = train_module.build_criterion
+
+    def nan_gradient_on_second_call(*args, **kwargs):
+        criterion = build(*args, **kwargs)
+        forward, calls = criterion.forward, []
+
+        def patched(outputs, *a, **k):
+            calls.append(1)
+            loss = forward(outputs, *a, **k)
+            return loss + (outputs * 0).abs().sqrt().sum() if len(calls) == 2 else loss
+
+        criterion.forward = patched
+        return criterion
+
+    monkeypatch.setattr(train_module, "build_criterion", nan_gradient_on_second_call)
+    out = tmp_path / "run"
+    line = run_error(capsys, ["train", *tiny_args(out), "--set", "train.save_every=1"])
+    assert "gradients are not finite though the loss is (loss=" in line and "first in net." in line, line
+    assert "at iteration 2" in line and f"last good checkpoint: {out / 'last.pt'} (iteration 1)" in line, line
+    state = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_check_finite_gradients_names_the_first_bad_parameter():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    net(torch.ones(1, 2)).sum().backward()
+    train_module.check_finite_gradients(net, 1.0)  # all finite: no error
+    net[1].weight.grad[0, 1] = float("inf")
+    with pytest.raises(train_module.NonFiniteLossError, match=r"first in 1\.weight"):
+        train_module.check_finite_gradients(net, 1.0)

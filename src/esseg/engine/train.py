@@ -213,7 +213,9 @@ def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps
     classes (their embeddings, labels renumbered to positions in it), e.g. without the classes a
     zero-shot split holds out, which then are not even negatives (inductive zero-shot).
     Returns the float loss terms (``loss`` and ``criterion.terms``, averaged over micro-batches).
-    Raises :class:`NonFiniteLossError` before any backward pass if a loss is NaN/inf on any rank.
+    Raises :class:`NonFiniteLossError` before any backward pass if a loss is NaN/inf on any rank,
+    and before the optimiser step if a gradient is (:func:`check_finite_gradients`; with a
+    gradient scaler enabled the scaler skips such steps itself), so weights never turn NaN.
     """
     net = getattr(model, "module", model)
     optimizer.zero_grad(set_to_none=True)
@@ -240,9 +242,30 @@ def train_step(model, criterion, optimizer, scaler, batches, device, accum_steps
             scaler.scale(loss / accum_steps).backward()
         for key, v in {"loss": value, **{k: float(t) for k, t in criterion.terms.items()}}.items():
             totals[key] = totals.get(key, 0.0) + v / accum_steps
+    if not scaler.is_enabled():
+        check_finite_gradients(net, totals["loss"])
     scaler.step(optimizer)
     scaler.update()
     return totals
+
+
+def check_finite_gradients(model: torch.nn.Module, loss: float) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first parameter whose gradient holds NaN/inf.
+
+    One pass over the gradients (``sum_p ||g_p||`` is finite iff every gradient is; only scalars
+    are allocated); the names are looked up only when it is not. Under DDP every rank holds the same
+    reduced gradients, so every rank raises alike.
+    """
+    named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    if not named:
+        return
+    total = torch.stack([n.float() for n in torch._foreach_norm([g for _, g in named])]).sum()
+    if math.isfinite(float(total)):
+        return
+    first = next(name for name, g in named if not bool(torch.isfinite(g).all()))
+    raise NonFiniteLossError(f"gradients are not finite though the loss is (loss={loss:.4g}; first in {first}; "
+                             "weights not updated; BatchNorm over very few values is a common cause: try a larger "
+                             "data.crop_size or train.batch_size)")
 
 
 def _renumber(labels: torch.Tensor, classes: torch.Tensor, ignore_index: int) -> torch.Tensor:
