@@ -18,6 +18,7 @@ def build_optimizer(
     class_embedding_momentum: float = 0.95,
     class_embedding_poly_power: float = 0.95,
     class_embedding_weight_decay: float = 0.0,
+    class_embedding_lr_mult: float = 1.0,
     temperature_lr_mult: float = 1.0,
     optimizer: str = "sgd",
 ) -> torch.optim.Optimizer:
@@ -25,14 +26,14 @@ def build_optimizer(
 
     Groups (each carries ``name`` and ``poly_power`` for :class:`PolyLR`):
 
-    ============== ============================ ========== =============== ============
-    group          lr                           momentum   weight decay    poly power
-    ============== ============================ ========== =============== ============
-    backbone       ``lr * backbone_lr_mult``    0.9        1e-4            0.9
-    head           ``lr``                       0.9        1e-4            0.9
-    class table    ``lr``                       0.95       0 (see below)   0.95
-    temperature    ``lr * temperature_lr_mult`` 0.9        0               0.9
-    ============== ============================ ========== =============== ============
+    ============== ================================== ========== =============== ============
+    group          lr                                 momentum   weight decay    poly power
+    ============== ================================== ========== =============== ============
+    backbone       ``lr * backbone_lr_mult``          0.9        1e-4            0.9
+    head           ``lr``                             0.9        1e-4            0.9
+    class table    ``lr * class_embedding_lr_mult``   0.95       0 (see below)   0.95
+    temperature    ``lr * temperature_lr_mult``       0.9        0               0.9
+    ============== ================================== ========== =============== ============
 
     The ``temperature`` group exists only for a model with a learned temperature
     (``model.learn_temperature``: the scalar ``log_scale``; no decay, which would pull 1/tau to 1).
@@ -66,7 +67,7 @@ def build_optimizer(
         "backbone": dict(lr=lr * backbone_lr_mult, momentum=momentum, weight_decay=weight_decay, poly_power=poly_power),
         "head": dict(lr=lr, momentum=momentum, weight_decay=weight_decay, poly_power=poly_power),
         "class_embeddings": dict(
-            lr=lr, momentum=class_embedding_momentum, weight_decay=class_embedding_weight_decay,
+            lr=lr * class_embedding_lr_mult, momentum=class_embedding_momentum, weight_decay=class_embedding_weight_decay,
             poly_power=class_embedding_poly_power,
         ),
         "temperature": dict(lr=lr * temperature_lr_mult, momentum=momentum, weight_decay=0.0, poly_power=poly_power),

@@ -39,6 +39,8 @@ def test_temperature_has_its_own_group_without_decay():
     assert groups["temperature"]["params"] == [model.log_scale]
     assert groups["temperature"]["lr"] == pytest.approx(0.03) and groups["temperature"]["weight_decay"] == 0
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    table = {g["name"]: g for g in build_optimizer(model, lr=0.01, class_embedding_lr_mult=4.0).param_groups}["class_embeddings"]
+    assert table["params"] == [model.class_table] and table["lr"] == pytest.approx(0.04)
     assert "temperature" not in {g["name"] for g in build_optimizer(create_model(num_classes=6, embedding_dim=4), 0.01).param_groups}
 
 

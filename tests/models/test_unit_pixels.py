@@ -61,3 +61,13 @@ def test_option_is_checked_and_survives_a_checkpoint(tmp_path):
     assert again.unit_pixels is False
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(again(x), model.eval()(x))
+
+
+def test_the_config_key_reaches_the_engine_model():
+    from esseg.engine.config import config_from_dict
+    from esseg.engine.train import build_model
+
+    cfg = config_from_dict({"model": {"unit_pixels": False, "embedding_dim": 5}})
+    model = build_model(cfg, num_classes=7)
+    assert model.unit_pixels is False and model.config["unit_pixels"] is False
+    assert build_model(config_from_dict({"model": {"embedding_dim": 5}}), num_classes=7).unit_pixels is True

@@ -10,7 +10,8 @@ built-in ``glyph_scenes`` dataset::
             class_init (random | spread), unit_pixels, learn_temperature, max_scale
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
-            class_embedding_poly_power, class_embedding_weight_decay, temperature_lr_mult, backbone_bn_momentum, optimizer
+            class_embedding_poly_power, class_embedding_weight_decay, class_embedding_lr_mult, temperature_lr_mult,
+            backbone_bn_momentum, optimizer
     train:  iters, batch_size, accum_steps, amp, sync_bn, device, num_threads, seed, out_dir, resume, overwrite,
             stop_at, eval_every, save_every, log_every, eval_batch_size, num_vis, tensorboard
 
@@ -129,6 +130,7 @@ class OptimConfig:
     class_embedding_momentum: float = 0.95
     class_embedding_poly_power: float = 0.95
     class_embedding_weight_decay: float = 0.0
+    class_embedding_lr_mult: float = 1.0  # lr of the class table (or class encoder) = lr * this
     temperature_lr_mult: float = 1.0  # lr of the learned temperature (model.learn_temperature) = lr * this
     backbone_bn_momentum: float = 0.01
     optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: the paper; adamw: same groups, momentum as beta1
@@ -458,6 +460,7 @@ def validate(cfg: Config) -> None:
     need(m.max_scale is None or m.max_scale > 0, f"model.max_scale must be > 0 or null, got {m.max_scale}")
     need(not m.learn_temperature or m.max_scale is None or m.max_scale * lo.tau >= 1,
          f"model.max_scale={m.max_scale} is below the initial scale 1 / loss.tau = {1 / lo.tau:.4g}; raise it or lower 1 / tau")
+    need(o.class_embedding_lr_mult > 0, f"optim.class_embedding_lr_mult must be > 0, got {o.class_embedding_lr_mult}")
     need(o.temperature_lr_mult >= 0, f"optim.temperature_lr_mult must be >= 0, got {o.temperature_lr_mult}")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(o.backbone_lr_mult >= 0 and o.weight_decay >= 0, "optim.backbone_lr_mult and optim.weight_decay must be >= 0")
