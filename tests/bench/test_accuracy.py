@@ -56,6 +56,7 @@ def test_quick_experiment_reports_and_skips_finished_runs(tmp_path, capsys, monk
     assert by_name["baseline_C16_eqmem"]["batch"] == "2" and by_name["baseline_C16_eqmem"]["batch_rule"] == "--baseline-batch"
     assert by_name["ess_C16_random"]["loss_mode"] == "random"
     assert by_name["ess_C16_nonorm"]["normalize"] == "False"
+    assert by_name["ess_C16"]["normalize"] == "classes" and float(by_name["ess_C16"]["tau"]) == 3  # the glyph recipe
     assert float(by_name["ess_C16_nomargin"]["reg_weight"]) == 0
     assert data["equal_memory"]["rule"] == "--baseline-batch"
 

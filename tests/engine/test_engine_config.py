@@ -161,8 +161,7 @@ def test_dataset_option_errors_shorten_huge_values():
     ({"model": {"max_scale": 0}}, r"model\.max_scale must be > 0 or null"),
     ({"model": {"class_init": "spread", "class_encoder": "attributes"}}, r"model\.class_init=spread initialises the free class table"),
     ({"model": {"class_init": "sphere"}}, r"model\.class_init must be one of 'random', 'spread'"),
-    ({"model": {"unit_pixels": False, "normalize": False}}, r"model\.unit_pixels=false .* needs model\.method=ess and model\.normalize=true"),
-    ({"model": {"unit_pixels": False, "method": "baseline"}}, r"model\.unit_pixels=false .* needs model\.method=ess"),
+    ({"model": {"unit_pixels": False, "normalize": False}}, r"model\.unit_pixels=false .* needs model\.normalize=true"),
 ])
 def test_temperature_and_class_init_keys_are_checked(bad, message):
     with pytest.raises(ConfigError, match=message):

@@ -71,3 +71,6 @@ def test_the_config_key_reaches_the_engine_model():
     model = build_model(cfg, num_classes=7)
     assert model.unit_pixels is False and model.config["unit_pixels"] is False
     assert build_model(config_from_dict({"model": {"embedding_dim": 5}}), num_classes=7).unit_pixels is True
+    # ignored by the baseline, like embedding_dim (an ESS recipe switched to --method baseline)
+    baseline = build_model(config_from_dict({"model": {"unit_pixels": False, "method": "baseline"}}), num_classes=7)
+    assert not baseline.is_embedding

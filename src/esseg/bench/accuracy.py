@@ -64,7 +64,7 @@ CURVE_METRICS = ("PAcc", "mAcc", "mIoU", "fIoU", "thing_mIoU", "thing_Acc", "stu
 # name suffix -> (label, the config change) of the leave-one-out ablations (paper Table 2)
 ABLATIONS = {
     "random": ("random negatives", {"loss.mode": "random"}),
-    "nonorm": ("no normalisation", {"model.normalize": False}),
+    "nonorm": ("no normalisation", {"model.normalize": False, "model.unit_pixels": True}),
     "nomargin": ("no max-margin", {"loss.reg_weight": 0.0}),
 }
 # --set keys the harness sets per run; the flag to use instead, if any
@@ -76,7 +76,7 @@ OWNED_KEYS = {
 }
 COLUMNS = report.CORE_COLUMNS + [
     "name", "variant", "status", "iters", "train_seconds", "s_per_iter", *METRICS, "num_valid_classes",
-    "loss_mode", "normalize", "reg_weight", "batch_rule", "threads", "sessions", "reused", "run_dir", "recipe", "note",
+    "loss_mode", "tau", "normalize", "reg_weight", "batch_rule", "threads", "sessions", "reused", "run_dir", "recipe", "note",
 ]
 CURVE_COLUMNS = ["name", "method", "variant", "C", "batch", "iter", "train_seconds", *CURVE_METRICS]
 CLASS_COLUMNS = ["name", "method", "variant", "C", "class_id", "class_name", "frequency", "IoU", "gt_pixels"]
@@ -451,7 +451,9 @@ def _row_base(spec: RunSpec, cfg: Config) -> dict:
         name=spec.name, method=spec.method, C=spec.num_classes, d=cfg.model.embedding_dim if ess else None,
         k=cfg.loss.k if ess else None, batch=spec.batch, crop=cfg.data.options.get("size"), device=cfg.train.device,
         variant=spec.variant, iters=cfg.train.iters, loss_mode=cfg.loss.mode if ess else None,
-        normalize=cfg.model.normalize if ess else None, reg_weight=cfg.loss.reg_weight if ess else None,
+        tau=cfg.loss.tau if ess else None,
+        # True: unit pixel and class embeddings (the paper's); "classes": the class table only (model.unit_pixels=false)
+        normalize=(cfg.model.normalize if cfg.model.unit_pixels else "classes") if ess else None, reg_weight=cfg.loss.reg_weight if ess else None,
         batch_rule=spec.batch_rule, threads=cfg.train.num_threads, run_dir=cfg.train.out_dir, recipe=spec.recipe,
     )
 

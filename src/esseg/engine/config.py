@@ -85,7 +85,7 @@ class ModelConfig:
     normalize: bool = True  # L2-normalise pixel and class embeddings (ESS; False = the Table 2 ablation)
     # with normalize: also normalise the pixel embeddings (the paper's); false = class embeddings only, so a
     # pixel's length is its own learned inverse temperature (a cosine classifier with per-pixel scale)
-    unit_pixels: bool = True
+    unit_pixels: bool = True  # ignored by the baseline
     output_stride: int = 16
     # where the (C, d) class embeddings come from (esseg.models.class_encoders, docs/class_encoders.md):
     # table = a free learned row per class (the paper's); attributes = an MLP over learned attribute-token
@@ -452,9 +452,9 @@ def validate(cfg: Config) -> None:
          "model.class_encoder=text needs model.text_features=FILE (a C x D .npy/.pt; see esseg embed-class-names)")
     need(m.class_init == "random" or (m.method == "ess" and m.class_encoder == "table"),
          f"model.class_init={m.class_init} initialises the free class table: it needs model.method=ess and model.class_encoder=table")
-    need(m.unit_pixels or (m.method == "ess" and m.normalize),
+    need(m.unit_pixels or m.method != "ess" or m.normalize,  # like embedding_dim, ignored by the baseline
          "model.unit_pixels=false keeps the pixel embeddings' length while the class table is normalised: it needs "
-         "model.method=ess and model.normalize=true")
+         "model.normalize=true")
     need(not m.learn_temperature or m.method == "ess",
          "model.learn_temperature=true needs model.method=ess (the baseline's logits have no temperature)")
     need(m.max_scale is None or m.max_scale > 0, f"model.max_scale must be > 0 or null, got {m.max_scale}")
