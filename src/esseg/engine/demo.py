@@ -83,7 +83,9 @@ def write_report(cfg: Config, metrics: dict, result: dict, num_val: int, out_dir
     split = cfg.data.val_split
     m, lo, t = cfg.model, cfg.loss, cfg.train
     crop = crop_hw(cfg.data.crop_size)
-    what = (f"{m.arch} / {m.encoder}, embedding_dim d={m.embedding_dim}, k={lo.k} ({lo.mode})"
+    unit = ("pixel and class embeddings" if m.unit_pixels else "class embeddings only") if m.normalize else "none"
+    what = (f"{m.arch} / {m.encoder}, embedding_dim d={m.embedding_dim}, k={lo.k} ({lo.mode}), tau={lo.tau:g}, "
+            f"unit length: {unit}"
             if m.method == "ess" else f"{m.arch} / {m.encoder}, softmax baseline")
     ious = [(iou, name) for iou, name in zip(metrics["IoU"], metrics["class_names"]) if iou is not None]
     ious.sort(key=lambda x: -x[0])
