@@ -257,3 +257,22 @@ def test_faiss_runs_single_threaded_in_a_child_forked_after_multithreaded_use(mo
     assert search_module.faiss_threads() == 4 and search_module._FAISS_POOL_USED
     search_module._after_fork_in_child()  # a fork after it: the child keeps FAISS on one thread
     assert search_module.faiss_threads() == 1
+
+
+def test_unit_table_recall_does_not_depend_on_the_query_length():
+    # model.unit_pixels=false: unit class rows, pixel queries of any length. Probing lists by the
+    # query's direction gives the unit query's neighbours (L2 probing lost recall for short queries: 0.89).
+    q, db = unit(500, 12, 0), unit(3000, 12, 1)
+    index = IVFIndex(db, nlist=60)
+    assert index.unit
+    ids = index.search(q, 8)[1]
+    exact = brute_force(q, db, 8)[1]
+    for r in (0.05, 20.0):
+        scaled = index.search(q * r, 8)[1]
+        assert (scaled == ids).float().mean() > 0.995, r
+        assert recall_at_k(scaled, brute_force(q * r, db, 8)[1]) >= recall_at_k(ids, exact) - 0.005
+    # a table that is not unit length keeps L2 probing (and exactness when every list is probed)
+    long_rows = db * torch.linspace(0.5, 2, 3000).unsqueeze(1)
+    index = IVFIndex(long_rows, nlist=60)
+    assert not index.unit
+    assert torch.equal(index.search(q * 0.05, 8, nprobe=60)[1], brute_force(q * 0.05, long_rows, 8)[1])

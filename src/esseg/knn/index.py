@@ -26,6 +26,7 @@ import math
 import time
 
 import torch
+import torch.nn.functional as F
 
 from esseg.errors import ConfigError
 
@@ -33,6 +34,8 @@ from esseg.errors import ConfigError
 CHUNK_ELEMENTS = 1 << 21
 # Floats of the per-query block minima of one scan (queries x probed blocks x width / 8).
 SCAN_ELEMENTS = 1 << 21
+# a table whose squared row lengths are all within this of 1 is searched by query direction (update())
+UNIT_TOLERANCE = 1e-3
 # k-means runs on at most this many points per list (a seeded subsample), then assigns all C.
 TRAIN_POINTS_PER_LIST = 64
 
@@ -194,6 +197,10 @@ class IVFIndex:
             src = self._ids[s : min(s + step, shape[0])].clamp(max=self.num_classes - 1).view(-1)
             torch.index_select(db, 0, src, out=blocks[s : s + step].view(-1, self.dim))
             torch.sum(blocks[s : s + step].pow(2), -1, out=self.block_sq[s : s + step])
+        # A unit-length table (normalised class embeddings): the nearest rows of any query are those of
+        # its direction, so search() probes lists with the unit query (recall then does not depend on the
+        # query's length, e.g. model.unit_pixels=false pixels, where short queries probed by L2 lose recall).
+        self.unit = bool(((self.block_sq - 1).abs().masked_fill_(self._padding, 0) < UNIT_TOLERANCE).all())
         self.block_sq.masked_fill_(self._padding, float("inf"))
         self.database = db
 
@@ -243,7 +250,8 @@ class IVFIndex:
         q = queries.to(self.blocks.dtype)
         # Query chunks bound the (queries, probed blocks, width / 8) minima tensor of a scan.
         rows = max(1, SCAN_ELEMENTS // (nprobe * int(self.list_blocks.max()) * (self.width // 8)))
-        parts = [self._scan(q[s : s + rows], _exact(q[s : s + rows].float(), self.centroids, nprobe)[1], k)
+        probe_q = F.normalize(q.float(), dim=1) if self.unit else q.float()
+        parts = [self._scan(q[s : s + rows], _exact(probe_q[s : s + rows], self.centroids, nprobe)[1], k)
                  for s in range(0, n, rows)]
         dists, i = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])) if len(parts) > 1 else parts[0]
         bad = torch.nonzero(~torch.isfinite(dists[:, -1]) | (i[:, -1] >= self.num_classes)).flatten()
