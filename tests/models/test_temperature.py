@@ -113,3 +113,41 @@ def test_engine_trains_the_temperature_logs_it_and_resumes_exactly(tmp_path):
     train(_tiny(tmp_path / "split", iters=3, resume="auto"))
     again = load_checkpoint(tmp_path / "split" / "last.pt")
     assert all(torch.equal(ckpt["model"][key], again["model"][key]) for key in ckpt["model"])
+
+
+@pytest.mark.parametrize("mode", ["exact", "knn"])
+def test_learned_temperature_gradient_matches_the_plain_formula(mode):
+    # oracle: F.cross_entropy on -exp(s) ||x - mu||^2 over every class (k = C - 1 makes knn exact too),
+    # differentiated by autograd and by gradcheck in float64; above max_scale the clamp stops the gradient.
+    from esseg.losses.modules import ESSLoss
+
+    gen = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64), dim=1)
+    mu = F.normalize(torch.randn(5, 3, generator=gen, dtype=torch.float64), dim=1)
+    labels = torch.randint(0, 5, (2, 4, 4), generator=gen)
+    loss = ESSLoss(k=4, tau=0.1, reg_weight=0.0, mode=mode, query_stride=1)
+    model = create_model(num_classes=5, embedding_dim=3, learn_temperature=True, tau=0.1, max_scale=100.0).double()
+
+    def ess(s):
+        with torch.no_grad():
+            model.log_scale.copy_(s)
+        model.log_scale.grad = None
+        value = loss(x, labels, mu, tau=model.temperature())
+        value.backward()
+        return value.detach(), model.log_scale.grad.clone()
+
+    def plain(s):
+        d2 = torch.cdist(x.permute(0, 2, 3, 1).reshape(-1, 3), mu).pow(2)
+        return F.cross_entropy(-torch.exp(s) * d2, labels.reshape(-1))
+
+    for s in (math.log(10.0), math.log(3.0)):
+        s_ref = torch.tensor(s, dtype=torch.float64, requires_grad=True)
+        ref = plain(s_ref)
+        (grad,) = torch.autograd.grad(ref, s_ref)
+        value, got = ess(torch.tensor(s, dtype=torch.float64))
+        torch.testing.assert_close(value, ref.detach())
+        torch.testing.assert_close(got, grad)
+    assert torch.autograd.gradcheck(lambda t: loss(x, labels, mu, tau=torch.exp(-t)),
+                                    torch.tensor(1.0, dtype=torch.float64, requires_grad=True))
+    _, beyond = ess(torch.tensor(math.log(1000.0), dtype=torch.float64))  # 1 / tau clamped at 100
+    assert float(beyond) == 0.0
