@@ -8,7 +8,7 @@ built-in ``glyph_scenes`` dataset::
     model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride,
             class_encoder (table | attributes | text), class_attributes, text_features, class_encoder_options,
             class_init (random | spread), unit_pixels, learn_temperature, max_scale
-    loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride
+    loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride, warmup_k, warmup_steps
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
             class_embedding_poly_power, class_embedding_weight_decay, class_embedding_lr_mult, temperature_lr_mult,
             backbone_bn_momentum, optimizer
@@ -116,6 +116,10 @@ class LossConfig:
     query_stride: int = 4  # share kNN negatives per 4x4 block (decoder resolution); 1 = every pixel
     backend: str = "auto"  # kNN search: auto (exact below esseg.knn.AUTO_INDEX_MIN_CLASSES, or FAISS flat below AUTO_INDEX_MIN_CLASSES_FAISS; index above), torch, ivf, faiss...
     index_refresh_every: int = 100  # steps between rebuilds of the training index's partition (backend ivf/auto)
+    # negatives warm-up (knn/random modes): k starts at warmup_k and falls linearly to k over warmup_steps
+    # (esseg.engine.train.negatives_schedule); null / 0 = k throughout (the paper's)
+    warmup_k: Optional[int] = None
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -445,6 +449,10 @@ def validate(cfg: Config) -> None:
         need(lo.tau > 0, f"loss.tau must be > 0, got {lo.tau}")
         need(lo.margin >= 0 and lo.reg_weight >= 0, "loss.margin and loss.reg_weight must be >= 0")
         need(lo.query_stride >= 1, f"loss.query_stride must be >= 1, got {lo.query_stride}")
+        need(lo.warmup_steps >= 0, f"loss.warmup_steps must be >= 0, got {lo.warmup_steps}")
+        need(lo.warmup_k is None or lo.warmup_k >= lo.k,
+             f"loss.warmup_k={lo.warmup_k} must be >= loss.k={lo.k} (the warm-up starts with more negatives)")
+        need(lo.warmup_steps == 0 or lo.warmup_k is not None, "loss.warmup_steps needs loss.warmup_k (the k to start from)")
     need(m.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {m.output_stride}")
     need(m.class_encoder == "table" or m.method == "ess",
          f"model.class_encoder={m.class_encoder} needs model.method=ess (the baseline has C logits, no class embeddings)")

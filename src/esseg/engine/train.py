@@ -168,14 +168,28 @@ def build_criterion(cfg: Config, num_classes: int, ignore_index: int) -> nn.Modu
     if cfg.model.method == "baseline":
         return SoftmaxCrossEntropyLoss(ignore_index=ignore_index)
     lo = cfg.loss
-    if lo.mode != "exact" and lo.k > num_classes - 1:
-        raise ConfigError(
-            f"loss.k={lo.k} exceeds the {num_classes - 1} negatives a {num_classes}-class dataset has "
-            f"(k nearest classes other than the target); use loss.k <= {num_classes - 1} or loss.mode=exact"
-        )
+    for key in ("k", "warmup_k"):
+        value = getattr(lo, key)
+        if lo.mode != "exact" and value is not None and value > num_classes - 1:
+            raise ConfigError(
+                f"loss.{key}={value} exceeds the {num_classes - 1} negatives a {num_classes}-class dataset has "
+                f"(k nearest classes other than the target); use loss.{key} <= {num_classes - 1} or loss.mode=exact"
+            )
     return ESSLoss(k=lo.k, tau=lo.tau, margin=lo.margin, reg_weight=lo.reg_weight, ignore_index=ignore_index,
                    mode=lo.mode, query_stride=lo.query_stride, backend=lo.backend,
                    index_refresh_every=lo.index_refresh_every)
+
+
+def negatives_schedule(step: int, k: int, warmup_k: int | None, warmup_steps: int) -> int:
+    """Negatives per pixel at 0-based training step ``step``: ``loss.warmup_k`` falling linearly to ``loss.k``.
+
+    ``k(t) = round(warmup_k + (k - warmup_k) * t / warmup_steps)`` for ``t < warmup_steps``, then ``k``
+    (no warm-up when ``warmup_k`` is None or ``warmup_steps`` is 0). A pure function of the step, so a
+    resumed run continues the schedule exactly.
+    """
+    if warmup_k is None or warmup_steps <= 0 or step >= warmup_steps:
+        return k
+    return int(round(warmup_k + (k - warmup_k) * step / warmup_steps))
 
 
 def resolve_resume(resume: str | None, run: RunFolder) -> Path | None:
@@ -426,7 +440,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
     progress = TrainProgress(start_iter, stop_at, t.log_every or max(1, stop_at // 10), enabled=info.is_main)
     stop = StopOnSignal().install()  # SIGINT/SIGTERM: finish the step, save last.pt, stop
     try:
+        warmup = cfg.model.method == "ess" and cfg.loss.warmup_k is not None and cfg.loss.warmup_steps > 0
         for it in range(start_iter, stop_at):
+            if warmup:
+                criterion.k = negatives_schedule(it, cfg.loss.k, cfg.loss.warmup_k, cfg.loss.warmup_steps)
             try:
                 tick = time.perf_counter()
                 values = train_step(ddp_model, criterion, optimizer, scaler, batches, device, t.accum_steps, use_amp,
@@ -440,7 +457,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> dict:
             done = it + 1
             progress.update(done, values["loss"], train_seconds)
             if t.log_every and (done % t.log_every == 0 or done == 1):
-                logger.log_train(done, {**values, **lrs}, train_seconds)
+                logger.log_train(done, {**values, **lrs, **({"k": criterion.k} if warmup else {})}, train_seconds)
 
             do_eval = (t.eval_every and done % t.eval_every == 0) or done == t.iters
             if do_eval:
