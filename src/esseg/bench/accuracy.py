@@ -453,7 +453,8 @@ def _row_base(spec: RunSpec, cfg: Config) -> dict:
         variant=spec.variant, iters=cfg.train.iters, loss_mode=cfg.loss.mode if ess else None,
         tau=cfg.loss.tau if ess else None,
         # True: unit pixel and class embeddings (the paper's); "classes": the class table only (model.unit_pixels=false)
-        normalize=(cfg.model.normalize if cfg.model.unit_pixels else "classes") if ess else None, reg_weight=cfg.loss.reg_weight if ess else None,
+        normalize=(cfg.model.normalize if cfg.model.unit_pixels else "classes") if ess else None,
+        reg_weight=cfg.loss.reg_weight if ess else None,
         batch_rule=spec.batch_rule, threads=cfg.train.num_threads, run_dir=cfg.train.out_dir, recipe=spec.recipe,
     )
 

@@ -462,7 +462,7 @@ def validate(cfg: Config) -> None:
          f"model.class_init={m.class_init} initialises the free class table: it needs model.method=ess and model.class_encoder=table")
     need(m.unit_pixels or m.method != "ess" or m.normalize,  # like embedding_dim, ignored by the baseline
          "model.unit_pixels=false keeps the pixel embeddings' length while the class table is normalised: it needs "
-         "model.normalize=true")
+         "model.normalize=true (for no normalisation at all, also set model.unit_pixels=true)")
     need(not m.learn_temperature or m.method == "ess",
          "model.learn_temperature=true needs model.method=ess (the baseline's logits have no temperature)")
     need(m.max_scale is None or m.max_scale > 0, f"model.max_scale must be > 0 or null, got {m.max_scale}")

@@ -264,7 +264,7 @@ class EmbeddingSegmenter(nn.Module):
         self.net = net
         if not unit_pixels and not normalize:
             raise ConfigError("unit_pixels=False keeps the pixel embeddings' length while the class embeddings are "
-                              "normalised; it needs normalize=True")
+                              "normalised; it needs normalize=True (for no normalisation at all, pass unit_pixels=True)")
         self.num_classes, self.embedding_dim, self.normalize = num_classes, embedding_dim, normalize
         self.unit_pixels = unit_pixels
         if class_encoder is None:
