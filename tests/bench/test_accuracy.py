@@ -200,6 +200,14 @@ def test_variants_are_ess_runs_against_full_ess():
     assert comps["ess_minus_exact_C16"] == ("ess_C16", "ess_C16_exact") and "ess_minus_d8k3_C16" in comps
 
 
+def test_rows_name_the_tail_estimate():
+    from esseg.bench.accuracy import _row_base
+    s = _settings("--no-ablations", "--no-equal-memory", "--classes", "16", "--variant", "tail", "loss.tail_samples=8")
+    runs = {r.name: r for r in plan_runs(s)}
+    modes = {name: _row_base(r, build_config(s, r))["loss_mode"] for name, r in runs.items()}
+    assert modes == {"ess_C16": "knn", "baseline_C16": None, "ess_C16_tail": "knn+tail8"}
+
+
 def test_variant_trains_end_to_end(tmp_path):
     out = tmp_path / "var"
     assert main(["bench", "accuracy", "--quick", "--classes", "8", "--ablation-classes", "8", "--no-ablations",

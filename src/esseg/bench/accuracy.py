@@ -450,7 +450,9 @@ def _row_base(spec: RunSpec, cfg: Config) -> dict:
     return dict(
         name=spec.name, method=spec.method, C=spec.num_classes, d=cfg.model.embedding_dim if ess else None,
         k=cfg.loss.k if ess else None, batch=spec.batch, crop=cfg.data.options.get("size"), device=cfg.train.device,
-        variant=spec.variant, iters=cfg.train.iters, loss_mode=cfg.loss.mode if ess else None,
+        variant=spec.variant, iters=cfg.train.iters,
+        # "knn+tail<m>": kNN negatives with m uniform draws estimating the rest (loss.tail_samples)
+        loss_mode=(cfg.loss.mode + (f"+tail{cfg.loss.tail_samples}" if cfg.loss.tail_samples else "")) if ess else None,
         tau=cfg.loss.tau if ess else None,
         # True: unit pixel and class embeddings (the paper's); "classes": the class table only (model.unit_pixels=false)
         normalize=(cfg.model.normalize if cfg.model.unit_pixels else "classes") if ess else None,

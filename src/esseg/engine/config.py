@@ -8,7 +8,7 @@ built-in ``glyph_scenes`` dataset::
     model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride,
             class_encoder (table | attributes | text), class_attributes, text_features, class_encoder_options,
             class_init (random | spread), unit_pixels, learn_temperature, max_scale
-    loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride, warmup_k, warmup_steps
+    loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride, warmup_k, warmup_steps, tail_samples
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
             class_embedding_poly_power, class_embedding_weight_decay, class_embedding_lr_mult, temperature_lr_mult,
             backbone_bn_momentum, optimizer
@@ -120,6 +120,9 @@ class LossConfig:
     # (esseg.engine.train.negatives_schedule); null / 0 = k throughout (the paper's)
     warmup_k: Optional[int] = None
     warmup_steps: int = 0
+    # m > 0: m uniformly drawn classes per block estimate the softmax mass beyond the k nearest
+    # (knn mode; esseg.losses.knn_cross_entropy's tail_samples); 0 = the paper's Eq. 6
+    tail_samples: int = 0
 
 
 @dataclass
@@ -453,6 +456,9 @@ def validate(cfg: Config) -> None:
         need(lo.warmup_k is None or lo.warmup_k >= lo.k,
              f"loss.warmup_k={lo.warmup_k} must be >= loss.k={lo.k} (the warm-up starts with more negatives)")
         need(lo.warmup_steps == 0 or lo.warmup_k is not None, "loss.warmup_steps needs loss.warmup_k (the k to start from)")
+        need(lo.tail_samples >= 0, f"loss.tail_samples must be >= 0, got {lo.tail_samples}")
+        need(lo.tail_samples == 0 or lo.mode == "knn",
+             f"loss.tail_samples={lo.tail_samples} needs loss.mode=knn (got {lo.mode}; the exact mode has no tail, random negatives are already uniform)")
     need(m.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {m.output_stride}")
     need(m.class_encoder == "table" or m.method == "ess",
          f"model.class_encoder={m.class_encoder} needs model.method=ess (the baseline has C logits, no class embeddings)")

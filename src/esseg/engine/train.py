@@ -177,7 +177,7 @@ def build_criterion(cfg: Config, num_classes: int, ignore_index: int) -> nn.Modu
             )
     return ESSLoss(k=lo.k, tau=lo.tau, margin=lo.margin, reg_weight=lo.reg_weight, ignore_index=ignore_index,
                    mode=lo.mode, query_stride=lo.query_stride, backend=lo.backend,
-                   index_refresh_every=lo.index_refresh_every)
+                   index_refresh_every=lo.index_refresh_every, tail_samples=lo.tail_samples)
 
 
 def negatives_schedule(step: int, k: int, warmup_k: int | None, warmup_steps: int) -> int:

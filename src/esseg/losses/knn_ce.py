@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -168,6 +170,22 @@ def random_negatives(
     return picked + (picked >= targets.unsqueeze(1)).long()
 
 
+@torch.no_grad()
+def tail_samples_uniform(rows: int, num_classes: int, m: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """m classes per row drawn uniformly from all C, with replacement -> (rows, m) int64.
+
+    Drawn on the generator's device (the CPU when None) and moved to ``device``, so a CPU
+    generator serves CUDA runs too.
+    """
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randint(num_classes, (rows, m), generator=generator, device=gen_device).to(device)
+
+
+def tail_log_weight(num_classes: int, m: int) -> float:
+    """``log(C / m)``: the log-weight of one of m uniform draws in the tail estimate (see knn_cross_entropy)."""
+    return math.log(num_classes / m)
+
+
 def _shared_negatives_loss(
     pixel_embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -176,6 +194,8 @@ def _shared_negatives_loss(
     tau: float,
     ignore_index: int,
     stride: int,
+    tail_samples: int = 0,
+    generator: torch.Generator | None = None,
     **search_options,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 6 with negatives searched once per stride x stride block and shared by its pixels.
@@ -184,8 +204,9 @@ def _shared_negatives_loss(
     candidate list. Each pixel then uses its target plus those candidates minus the target
     (or minus the farthest when the target is absent), exactly as the per-pixel path does.
     Logits for a whole block come from one batched matmul against its (k+1, d) candidates,
-    so no (N, k+1, d) gather is built or kept. Returns the per-pixel loss map (B, H, W)
-    (0 at ignored pixels) and the valid mask.
+    so no (N, k+1, d) gather is built or kept. ``tail_samples`` = m > 0 adds m uniform draws
+    per block for the tail estimate (:func:`knn_cross_entropy`). Returns the per-pixel loss map
+    (B, H, W) (0 at ignored pixels) and the valid mask.
     """
     b, d, h, w = pixel_embeddings.shape
     s = stride
@@ -201,13 +222,28 @@ def _shared_negatives_loss(
     queries = F.avg_pool2d(pixel_embeddings.detach(), s, s, ceil_mode=True).permute(0, 2, 3, 1).reshape(-1, d)[used]
     _, cand = knn_search(queries, class_embeddings.detach(), k + 1, **search_options)  # (U, k+1)
     target = torch.where(vu, yu, torch.zeros_like(yu))
-    d2, d2_t = _BlockSqDist.apply(xu, class_embeddings, cand, target)  # (U, P, k+1), (U, P)
+    c = class_embeddings.shape[0]
+    kc = cand.shape[1]
+    tail = tail_samples > 0 and k < c - 1
+    if tail:
+        draws = tail_samples_uniform(cand.shape[0], c, tail_samples, cand.device, generator)  # (U, m)
+        cand = torch.cat([cand, draws], 1)
+    d2, d2_t = _BlockSqDist.apply(xu, class_embeddings, cand, target)  # (U, P, k+1[+m]), (U, P)
     z, z_t = d2 / -tau, d2_t / -tau
+    z, z_tail = z[..., :kc], z[..., kc:]
+    cand, draws = cand[:, :kc], cand[:, kc:]
     drop = cand.unsqueeze(1) == target.unsqueeze(2)  # (U, P, k+1)
     drop[..., -1] |= ~drop.any(-1)
     drop |= _repeats(cand).unsqueeze(1)  # approximate backends may pad with repeated classes
     z = z.masked_fill(drop, float("-inf"))
-    per_pixel = torch.logsumexp(torch.cat([z_t.unsqueeze(-1), z], -1), -1) - z_t
+    parts = [z_t.unsqueeze(-1), z]
+    if tail:
+        # a draw counts only when it is in neither the pixel's target nor its kept negatives
+        hit = (draws.unsqueeze(2) == cand.unsqueeze(1)).to(z.dtype)  # (U, m, k+1)
+        in_kept = torch.bmm((~drop).to(z.dtype), hit.transpose(1, 2)) > 0  # (U, P, m)
+        in_kept |= draws.unsqueeze(1) == target.unsqueeze(2)
+        parts.append(z_tail.masked_fill(in_kept, float("-inf")) + tail_log_weight(c, tail_samples))
+    per_pixel = torch.logsumexp(torch.cat(parts, -1), -1) - z_t
     out = per_pixel.new_zeros(yb.shape).index_put((used,), torch.where(vu, per_pixel, 0.0))
     out = out.view(b, hb, wb, s, s).permute(0, 1, 3, 2, 4).reshape(b, hp, wp)[:, :h, :w]
     return out, labels != ignore_index
@@ -224,6 +260,7 @@ def knn_cross_entropy(
     reduction: str = "mean",
     query_stride: int = 1,
     generator: torch.Generator | None = None,
+    tail_samples: int = 0,
     **search_options,
 ) -> torch.Tensor:
     """Cross-entropy over the target class and k negative classes (paper Eq. 6).
@@ -236,6 +273,18 @@ def knn_cross_entropy(
     embeddings of x_i other than the target (``negatives="knn"``, searched without gradient)
     or k uniformly drawn other classes (``negatives="random"``, the Table 2 ablation).
     ``k >= C-1`` uses every other class, so the loss equals full softmax cross-entropy.
+
+    ``tail_samples`` = m > 0 (kNN negatives only) adds an estimate of the softmax mass of the
+    classes outside ``{y_i} + eta_i`` (the *tail*), which Eq. 6 drops. With m classes ``s_j``
+    drawn uniformly from all C (per pixel, or per block when ``query_stride > 1``)::
+
+        l_i = -z_{i,y_i} + log( exp(z_{i,y_i}) + sum_{n in eta_i} exp(z_{i,n})
+                                + (C / m) sum_j [s_j not in {y_i} + eta_i] exp(z_{i,s_j}) )
+
+    The last sum is an unbiased estimate of ``sum_{c in tail} exp(z_ic)``, so the argument of the
+    log is unbiased for the full softmax's partition function (whose log the exact loss takes).
+    It matters while the logits are soft: then a pixel's k nearest classes hold a small part of
+    its softmax mass and Eq. 6 under-weights the pull towards the target. m = 0 is the paper's.
 
     Args:
         pixel_embeddings: (B, d, H, W) or (N, d), used as given (normalise in the model).
@@ -250,7 +299,8 @@ def knn_cross_entropy(
             and share them across the block's pixels; 1 searches every pixel. Needs 4-D input;
             applies to ``negatives="knn"``. s = 4 searches at the resolution of a DeepLabV3+
             decoder, whose output is upsampled 4x.
-        generator: RNG for ``negatives="random"``.
+        generator: RNG for ``negatives="random"`` and the tail draws (None: torch's default CPU RNG).
+        tail_samples: m uniform draws for the tail estimate (above); 0 = off (the paper's Eq. 6).
         **search_options: passed to :func:`esseg.knn.knn_search` (``backend=``, ...).
 
     Returns:
@@ -268,10 +318,13 @@ def knn_cross_entropy(
         raise ValueError(f"query_stride={query_stride} needs 4-D (B,d,H,W) embeddings and must be >= 1")
     x, y, shape = flatten_pixels(pixel_embeddings, labels)
     valid = valid_mask(y, num_classes, ignore_index)
+    if tail_samples < 0 or (tail_samples > 0 and negatives != "knn"):
+        raise ValueError(f"tail_samples must be >= 0 and needs negatives='knn'; got {tail_samples} with {negatives!r}")
     k = min(k, num_classes - 1)
     if valid.any() and negatives == "knn" and query_stride > 1:
         per_pixel, valid = _shared_negatives_loss(
-            pixel_embeddings, labels, class_embeddings, k, tau, ignore_index, query_stride, **search_options
+            pixel_embeddings, labels, class_embeddings, k, tau, ignore_index, query_stride,
+            tail_samples=tail_samples, generator=generator, **search_options
         )
         return reduce_loss(per_pixel[valid], valid.reshape(-1), shape, reduction)
     if not valid.any():
@@ -283,7 +336,18 @@ def knn_cross_entropy(
     else:
         neg = knn_negatives(xv.detach(), yv, class_embeddings.detach(), k, **search_options)
     candidates = torch.cat([yv.unsqueeze(1), neg], 1)  # target first
+    kc = candidates.shape[1]
+    tail = tail_samples > 0 and k < num_classes - 1
+    if tail:
+        draws = tail_samples_uniform(xv.shape[0], num_classes, tail_samples, xv.device, generator)  # (N, m)
+        ordered = candidates.sort(1).values
+        pos = torch.searchsorted(ordered, draws).clamp_(max=kc - 1)
+        in_kept = ordered.gather(1, pos) == draws  # the draw is the target or a kept negative
+        candidates = torch.cat([candidates, draws], 1)
     logits = candidate_sq_dists(xv, class_embeddings, candidates).div(-tau)
+    if tail:
+        logits = torch.cat([logits[:, :kc], logits[:, kc:].masked_fill(in_kept, float("-inf"))
+                            + tail_log_weight(num_classes, tail_samples)], 1)
     per_pixel = torch.logsumexp(logits, 1) - logits[:, 0]
     return reduce_loss(per_pixel, valid, shape, reduction)
 

@@ -51,6 +51,11 @@ class ESSLoss(nn.Module):
             (:class:`~esseg.knn.index.RefreshedIndex`; its vectors and centroids follow the table
             at every step). Above 4096 classes the regulariser's candidates are refreshed on the
             same steps when the index is used. index_seed: the partition's k-means seed.
+        tail_samples: m > 0 adds m uniformly drawn classes per pixel (per block with
+            ``query_stride > 1``) that estimate the softmax mass beyond the k nearest classes
+            (:func:`knn_cross_entropy`'s ``tail_samples``; kNN mode only; 0 = the paper's Eq. 6).
+            The draws of training call t come from a generator seeded with ``(index_seed, t)``,
+            so a resumed run draws the same classes.
         reg_candidates: candidates m per class between refreshes (default: 8; 1 when the
             training index is used, where each extra candidate costs a (C, d) gather per step:
             0.65 s at C = 10^6 for m = 8 on one CPU thread).
@@ -76,12 +81,17 @@ class ESSLoss(nn.Module):
         reg_candidates: int | None = None,
         index_refresh_every: int = 100,
         index_seed: int = 0,
+        tail_samples: int = 0,
         **search_options,
     ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"ESSLoss mode must be one of {', '.join(MODES)}; got {mode!r}")
         check_tau(tau)
+        if tail_samples < 0 or (tail_samples > 0 and mode != "knn"):
+            raise ValueError(f"ESSLoss tail_samples must be >= 0 and needs mode='knn'; got {tail_samples} with mode={mode!r}")
+        self.tail_samples, self.index_seed = tail_samples, index_seed
+        self._tail_generator = torch.Generator()
         self.k, self.tau, self.margin, self.reg_weight = k, tau, margin, reg_weight
         self.ignore_index, self.mode, self.query_stride, self.chunk_size = ignore_index, mode, query_stride, chunk_size
         self.reg_refresh_every, self.reg_candidates = reg_refresh_every, reg_candidates
@@ -127,11 +137,15 @@ class ESSLoss(nn.Module):
                 ignore_index=self.ignore_index, chunk_size=self.chunk_size,
             )
         else:
+            tail = {}
+            if self.tail_samples:
+                self._tail_generator.manual_seed(self.index_seed * 1_000_003 + self._calls + (0 if self.training else 1 << 40))
+                tail = {"tail_samples": self.tail_samples, "generator": self._tail_generator}
             ce = knn_cross_entropy(
                 pixel_embeddings, labels, class_embeddings, k=self.k, tau=tau,
                 ignore_index=self.ignore_index, negatives=self.mode,
                 query_stride=self.query_stride if pixel_embeddings.dim() == 4 else 1,
-                **search,
+                **tail, **search,
             )
         reg = self._regulariser(class_embeddings, search, uses_index) if self.reg_weight else ce.new_zeros(())
         self.terms = {"ce": ce.detach(), "reg": reg.detach()}
@@ -176,6 +190,7 @@ class ESSLoss(nn.Module):
         return (
             f"mode={self.mode!r}, k={self.k}, tau={self.tau}, margin={self.margin}, "
             f"reg_weight={self.reg_weight}, ignore_index={self.ignore_index}, query_stride={self.query_stride}"
+            + (f", tail_samples={self.tail_samples}" if self.tail_samples else "")
         )
 
 
