@@ -10,14 +10,14 @@ from esseg.engine.config import load_config
 from esseg.engine.train import train
 
 
-def tiny_config(out, num_classes=8, **train_keys):
+def tiny_config(out, num_classes=8, extra=(), **train_keys):
     overrides = [
         f"data.options={{num_classes: {num_classes}, size: 40, length: 10}}", "data.val_options={length: 2}",
         "data.crop_size=32", "data.scale_range=[0.75, 1.25]",  # random scale/crop/flip: seeded per sample
         "model.embedding_dim=4", "loss.k=3", "train.batch_size=2", "train.accum_steps=2",
         "train.tensorboard=false", "train.device=cpu", "train.log_every=1", f"train.out_dir={out}",
     ]
-    overrides += [f"train.{k}={v}" for k, v in train_keys.items()]
+    overrides += [f"train.{k}={v}" for k, v in train_keys.items()] + list(extra)
     return load_config(None, overrides)
 
 
@@ -61,3 +61,18 @@ def test_resume_is_exact_above_4096_classes(tmp_path):
     train(tiny_config(tmp_path / "split", num_classes=c, iters=20, resume="auto", num_vis=0))
     _assert_same_final_model(tmp_path / "full", tmp_path / "split")
     assert load_checkpoint(tmp_path / "split" / "last.pt")["criterion"]["_extra_state"]["calls"] == 40
+
+
+
+def test_resume_is_exact_with_tail_draws(tmp_path):
+    # loss.tail_samples draws classes from a generator seeded with the call counter: a resumed
+    # run must draw what the uninterrupted one drew, else the final weights differ
+    tail = ["loss.tail_samples=5"]
+    train(tiny_config(tmp_path / "full", num_classes=30, extra=tail, iters=4, num_vis=0))
+    train(tiny_config(tmp_path / "split", num_classes=30, extra=tail, iters=4, stop_at=2, num_vis=0))
+    train(tiny_config(tmp_path / "split", num_classes=30, extra=tail, iters=4, resume="auto", num_vis=0))
+    _assert_same_final_model(tmp_path / "full", tmp_path / "split")
+    # the draws take part: without them the run ends with other weights
+    train(tiny_config(tmp_path / "plain", num_classes=30, iters=4, num_vis=0))
+    a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("full", "plain"))
+    assert any(not torch.equal(a[key], b[key]) for key in a)
