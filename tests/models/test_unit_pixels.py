@@ -74,3 +74,37 @@ def test_the_config_key_reaches_the_engine_model():
     # ignored by the baseline, like embedding_dim (an ESS recipe switched to --method baseline)
     baseline = build_model(config_from_dict({"model": {"unit_pixels": False, "method": "baseline"}}), num_classes=7)
     assert not baseline.is_embedding
+
+
+def test_max_pixel_length_caps_lengths_and_keeps_directions(tmp_path):
+    free = _model(unit_pixels=False).eval()
+    x = torch.randn(2, 3, 32, 32)
+    raw = free(x)
+    r = raw.norm(dim=1, keepdim=True)
+    cap = float(r.median())  # about half the pixels above it
+    capped = _model(unit_pixels=False, max_pixel_length=cap).eval()
+    capped.load_state_dict(free.state_dict())
+    out = capped(x)
+    # oracle: x * min(1, R / ||x||), written out per pixel
+    torch.testing.assert_close(out, torch.where(r > cap, raw / r * cap, raw))
+    assert float(out.norm(dim=1).max()) <= cap * (1 + 1e-5)
+    torch.testing.assert_close(F.normalize(out, dim=1), F.normalize(raw, dim=1))
+    # kept in checkpoints; refused where pixel lengths are not free
+    path = save_checkpoint({"model": capped.state_dict(), "model_config": dict(capped.config)}, tmp_path / "m.pt")
+    again = model_from_checkpoint(load_checkpoint(path), path).eval()
+    assert again.max_pixel_length == cap
+    torch.testing.assert_close(again(x), out)
+    for kw in ({"max_pixel_length": 5.0}, {"unit_pixels": False, "max_pixel_length": 0.0}):
+        with pytest.raises(ConfigError, match="max_pixel_length"):
+            _model(**kw)
+
+
+def test_max_pixel_length_config_key():
+    from esseg.engine.config import config_from_dict
+    from esseg.engine.train import build_model
+    from esseg.errors import ConfigError as CE
+
+    cfg = config_from_dict({"model": {"unit_pixels": False, "embedding_dim": 5, "max_pixel_length": 40}})
+    assert build_model(cfg, num_classes=7).max_pixel_length == 40
+    with pytest.raises(CE, match=r"model\.max_pixel_length=40(\.0)? caps free pixel lengths"):
+        config_from_dict({"model": {"max_pixel_length": 40}})

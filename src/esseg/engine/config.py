@@ -7,7 +7,7 @@ built-in ``glyph_scenes`` dataset::
             scale_range, flip, color_jitter, val_mode, num_workers, class_frequency
     model:  method (ess | baseline), arch, encoder, encoder_weights, embedding_dim, normalize, output_stride,
             class_encoder (table | attributes | text), class_attributes, text_features, class_encoder_options,
-            class_init (random | spread), unit_pixels, learn_temperature, max_scale
+            class_init (random | spread), unit_pixels, max_pixel_length, learn_temperature, max_scale
     loss:   k, tau, margin, reg_weight, mode (knn | random | exact), query_stride, warmup_k, warmup_steps, tail_samples
     optim:  lr, momentum, weight_decay, backbone_lr_mult, poly_power, class_embedding_momentum,
             class_embedding_poly_power, class_embedding_weight_decay, class_embedding_lr_mult, temperature_lr_mult,
@@ -86,6 +86,8 @@ class ModelConfig:
     # with normalize: also normalise the pixel embeddings (the paper's); false = class embeddings only, so a
     # pixel's length is its own learned inverse temperature (a cosine classifier with per-pixel scale)
     unit_pixels: bool = True  # ignored by the baseline
+    # with unit_pixels false: cap the pixel lengths r at this value (x * min(1, R / r)); null = no cap
+    max_pixel_length: Optional[float] = None
     output_stride: int = 16
     # where the (C, d) class embeddings come from (esseg.models.class_encoders, docs/class_encoders.md):
     # table = a free learned row per class (the paper's); attributes = an MLP over learned attribute-token
@@ -466,6 +468,8 @@ def validate(cfg: Config) -> None:
          "model.class_encoder=text needs model.text_features=FILE (a C x D .npy/.pt; see esseg embed-class-names)")
     need(m.class_init == "random" or (m.method == "ess" and m.class_encoder == "table"),
          f"model.class_init={m.class_init} initialises the free class table: it needs model.method=ess and model.class_encoder=table")
+    need(m.max_pixel_length is None or m.method != "ess" or (not m.unit_pixels and m.max_pixel_length > 0),
+         f"model.max_pixel_length={m.max_pixel_length} caps free pixel lengths: it needs model.unit_pixels=false and a value > 0")
     need(m.unit_pixels or m.method != "ess" or m.normalize,  # like embedding_dim, ignored by the baseline
          "model.unit_pixels=false keeps the pixel embeddings' length while the class table is normalised: it needs "
          "model.normalize=true (for no normalisation at all, also set model.unit_pixels=true)")

@@ -129,6 +129,8 @@ def build_model(cfg: Config, num_classes: int, dataset=None) -> nn.Module:
         extra.update(class_init=m.class_init)
     if m.method == "ess" and not m.unit_pixels:
         extra.update(unit_pixels=False)
+    if m.method == "ess" and m.max_pixel_length is not None:
+        extra.update(max_pixel_length=m.max_pixel_length)
     if m.method == "ess" and m.learn_temperature:
         extra.update(learn_temperature=True, tau=cfg.loss.tau, max_scale=m.max_scale)
     if m.class_encoder != "table":

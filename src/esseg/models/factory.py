@@ -36,6 +36,7 @@ def create_model(
     learn_temperature: bool = False,
     tau: float = 0.05,
     max_scale: float | None = None,
+    max_pixel_length: float | None = None,
     **kwargs,
 ) -> EmbeddingSegmenter | BaselineSegmenter:
     """Any segmentation_models_pytorch architecture/encoder as an ESS model or a baseline.
@@ -53,6 +54,7 @@ def create_model(
         normalize: ESS only: L2-normalise pixel and class embeddings.
         unit_pixels: ESS with ``normalize`` only: False normalises the class embeddings alone (a
             pixel's length becomes a learned per-pixel scale; see :class:`EmbeddingSegmenter`).
+        max_pixel_length: with ``unit_pixels=False``, cap the pixel lengths at this value (None: no cap).
         class_encoder: ESS only: ``"table"`` (a free learned (C, d) table, the paper's),
             ``"attributes"`` or ``"text"`` (class embeddings computed from class descriptions,
             :mod:`esseg.models.class_encoders`).
@@ -100,7 +102,8 @@ def create_model(
         classes = build_class_encoder(class_encoder, num_classes, embedding_dim, **encoder_options)
         model = EmbeddingSegmenter(net, num_classes, embedding_dim, normalize=normalize, unit_pixels=unit_pixels,
                                    class_encoder=classes,
-                                   class_init=class_init, learn_temperature=learn_temperature, tau=tau, max_scale=max_scale)
+                                   class_init=class_init, learn_temperature=learn_temperature, tau=tau, max_scale=max_scale,
+                                   max_pixel_length=max_pixel_length)
         encoder_options = classes.options() if classes is not None else {}
     model.config = dict(
         arch=arch, encoder=encoder, num_classes=num_classes, embedding_dim=embedding_dim,
@@ -113,6 +116,8 @@ def create_model(
         model.config.update(class_init=class_init)
     if not unit_pixels:
         model.config.update(unit_pixels=False)
+    if max_pixel_length is not None:
+        model.config.update(max_pixel_length=max_pixel_length)
     if learn_temperature:
         model.config.update(learn_temperature=True, tau=tau, max_scale=max_scale)
     return model

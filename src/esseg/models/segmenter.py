@@ -240,6 +240,9 @@ class EmbeddingSegmenter(nn.Module):
             ``"spread"`` (:func:`spread_rows`: spread out on the sphere).
         learn_temperature: learn ``tau`` (above). tau: its initial value, > 0.
         max_scale: upper bound of ``1 / tau`` (None: unbounded).
+        max_pixel_length: with ``unit_pixels=False``, an upper bound R on the pixel lengths:
+            ``x <- x * min(1, R / ||x||)`` (the logits' per-pixel scale ``2 r / tau`` then stays
+            at most ``2 R / tau``; None: unbounded).
 
     Shapes:
         forward: (B, 3, H, W) -> pixel_embeddings (B, d, H, W), H and W multiples of ``input_multiple``
@@ -250,7 +253,7 @@ class EmbeddingSegmenter(nn.Module):
 
     def __init__(self, net: nn.Module, num_classes: int, embedding_dim: int, normalize: bool = True,
                  unit_pixels: bool = True, class_encoder: nn.Module | None = None, class_init: str = "random", learn_temperature: bool = False,
-                 tau: float = 0.05, max_scale: float | None = None):
+                 tau: float = 0.05, max_scale: float | None = None, max_pixel_length: float | None = None):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}")
@@ -265,8 +268,11 @@ class EmbeddingSegmenter(nn.Module):
         if not unit_pixels and not normalize:
             raise ConfigError("unit_pixels=False keeps the pixel embeddings' length while the class embeddings are "
                               "normalised; it needs normalize=True (for no normalisation at all, pass unit_pixels=True)")
+        if max_pixel_length is not None and (unit_pixels or not normalize or not max_pixel_length > 0):
+            raise ConfigError(f"max_pixel_length={max_pixel_length} bounds free pixel lengths: it needs normalize=True, "
+                              f"unit_pixels=False and a value > 0 (got normalize={normalize}, unit_pixels={unit_pixels})")
         self.num_classes, self.embedding_dim, self.normalize = num_classes, embedding_dim, normalize
-        self.unit_pixels = unit_pixels
+        self.unit_pixels, self.max_pixel_length = unit_pixels, max_pixel_length
         if class_encoder is None:
             if class_init == "spread":
                 table = spread_rows(num_classes, embedding_dim)
@@ -291,7 +297,12 @@ class EmbeddingSegmenter(nn.Module):
         out = _upsample(self.net(images), images.shape[-2:])
         if out.shape[1] != self.embedding_dim:
             raise ValueError(f"net returned {out.shape[1]} channels; expected embedding_dim={self.embedding_dim}")
-        return unit_rows(out) if self.normalize and self.unit_pixels else out
+        if self.normalize and self.unit_pixels:
+            return unit_rows(out)
+        if self.max_pixel_length is not None:  # x * min(1, R / ||x||): direction kept, length at most R
+            r = torch.linalg.vector_norm(out, dim=1, keepdim=True)
+            out = out * (self.max_pixel_length / r.clamp_min(self.max_pixel_length))
+        return out
 
     def class_embeddings(self, descriptions=None) -> torch.Tensor:
         """The (C, d) class embeddings, unit length when ``normalize=True``.
