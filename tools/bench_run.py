@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=("ess", "baseline"), default="ess")
     p.add_argument("--out", required=True, help="the run folder")
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (train.stop_at; for timing runs)")
+    p.add_argument("--log-every", type=int, default=None, help="training log interval (default: the harness's)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config keys, as after --variant NAME")
     a = p.parse_args(argv)
     s = accuracy.AccuracySettings(
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         device="cpu", zipf=1.0, difficulty=0.0, seed=a.seed, out=a.out, quick=False, overrides=[], isolation="fork")
     cfg = accuracy.build_config(s, accuracy.RunSpec("run", a.method, a.classes, a.batch, "variant", overrides=a.overrides))
     cfg.train.out_dir = a.out
+    if a.stop_at is not None:
+        cfg.train.stop_at = a.stop_at
+    if a.log_every is not None:
+        cfg.train.log_every = a.log_every
     torch.set_num_threads(1)
     train(cfg)
 

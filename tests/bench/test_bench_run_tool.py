@@ -30,3 +30,11 @@ def test_tool_config_equals_the_harness_variant_config(tmp_path, monkeypatch):
     want.train.out_dir = str(tmp_path / "r")
     assert cfg.to_dict() == want.to_dict()
     assert cfg.model.unit_pixels is False and cfg.loss.tau == 2 and cfg.train.seed == 2
+    # the timing flags change only the stop step and the log interval
+    seen.clear()
+    tool.main(["--classes", "200", "--iters", "40", "--eval-every", "20", "--seed", "2", "--out", str(tmp_path / "r"),
+               "--stop-at", "10", "--log-every", "5", "model.unit_pixels=false", "loss.tau=2"])
+    (timed,) = seen
+    assert (timed.train.stop_at, timed.train.log_every) == (10, 5)
+    timed.train.stop_at, timed.train.log_every = want.train.stop_at, want.train.log_every
+    assert timed.to_dict() == want.to_dict()
