@@ -246,3 +246,16 @@ def test_bad_input_exits_2_and_writes_nothing(extra, message, tmp_path, capsys):
 def test_cuda_without_gpu_exits_2(tmp_path, capsys):
     assert main(["bench", "accuracy", "--quick", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
     assert "no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_ablations_clear_what_only_the_full_method_allows(tmp_path):
+    # the recipes set tail draws (C = 2000) and a pixel-length cap: the random-negatives and
+    # no-normalisation ablations must still build valid configs at every C
+    from esseg.bench.accuracy import ABLATIONS
+    s = _settings("--out", str(tmp_path))
+    for c in (20, 200, 2000):
+        cfgs = {v: build_config(s, RunSpec(f"ess_C{c}_{v}", "ess", c, s.batch, v, u)) for v, (_, u) in ABLATIONS.items()}
+        assert cfgs["random"].loss.mode == "random" and cfgs["random"].loss.tail_samples == 0
+        assert cfgs["nonorm"].model.normalize is False and cfgs["nonorm"].model.max_pixel_length is None
+        assert cfgs["nomargin"].model.max_pixel_length == 100
+    assert build_config(s, RunSpec("ess_C2000", "ess", 2000, s.batch, "full")).loss.tail_samples == 32

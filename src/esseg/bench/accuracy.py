@@ -63,8 +63,10 @@ METRICS = ("PAcc", "mAcc", "mIoU", "fIoU", "thing_mIoU", "stuff_mIoU")
 CURVE_METRICS = ("PAcc", "mAcc", "mIoU", "fIoU", "thing_mIoU", "thing_Acc", "stuff_mIoU")
 # name suffix -> (label, the config change) of the leave-one-out ablations (paper Table 2)
 ABLATIONS = {
-    "random": ("random negatives", {"loss.mode": "random"}),
-    "nonorm": ("no normalisation", {"model.normalize": False, "model.unit_pixels": True}),
+    # each also clears what the recipes set that only the full method allows (tail draws need kNN
+    # negatives; the pixel-length cap needs free pixel lengths)
+    "random": ("random negatives", {"loss.mode": "random", "loss.tail_samples": 0}),
+    "nonorm": ("no normalisation", {"model.normalize": False, "model.unit_pixels": True, "model.max_pixel_length": None}),
     "nomargin": ("no max-margin", {"loss.reg_weight": 0.0}),
 }
 # --set keys the harness sets per run; the flag to use instead, if any
@@ -284,9 +286,11 @@ def build_config(s: AccuracySettings, spec: RunSpec) -> Config:
     apply_overrides(d, [*s.overrides, *spec.overrides])
     for key, value in base_config(s, spec.num_classes).items():
         set_value(d, key, value)
-    updates = {"model.method": spec.method, "train.batch_size": spec.batch,
-               "train.out_dir": str(Path(s.out) / spec.name), **spec.updates}
-    return config_from_dict(apply_overrides(d, updates=updates))
+    updates = {"model.method": spec.method, "train.batch_size": spec.batch, "train.out_dir": str(Path(s.out) / spec.name)}
+    apply_overrides(d, updates=updates)
+    for key, value in spec.updates.items():  # an ablation's changes, None included (it clears a key)
+        set_value(d, key, value)
+    return config_from_dict(d)
 
 
 def check_config(cfg: Config):
