@@ -33,6 +33,13 @@ def check_tau(tau: float) -> None:
         raise ValueError(f"tau must be > 0 (the softmax temperature, paper: 0.05); got {tau}")
 
 
+def check_tail_samples(m: int, negatives: str, name: str = "negatives") -> None:
+    """Raise unless ``tail_samples`` m is >= 0, and 0 unless the negatives are the k nearest
+    (``name`` is the argument that chooses them: ``negatives`` or ESSLoss's ``mode``)."""
+    if m < 0 or (m > 0 and negatives != "knn"):
+        raise ValueError(f"tail_samples must be >= 0 and needs {name}='knn'; got {m} with {name}={negatives!r}")
+
+
 def valid_mask(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
     """Boolean mask of non-ignored labels; raises if any other label is outside [0, C)."""
     if 0 <= ignore_index < num_classes:

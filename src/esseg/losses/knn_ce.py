@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from esseg.knn import knn_search
-from esseg.losses._common import check_tau, flatten_pixels, reduce_loss, valid_mask, zero_loss
+from esseg.losses._common import check_tail_samples, check_tau, flatten_pixels, reduce_loss, valid_mask, zero_loss
 
 # Rows processed at once when gathering candidate class embeddings (bounds N x K x d temporaries).
 _GATHER_ROWS = 1 << 15
@@ -181,9 +181,11 @@ def tail_samples_uniform(rows: int, num_classes: int, m: int, device, generator:
     return torch.randint(num_classes, (rows, m), generator=generator, device=gen_device).to(device)
 
 
-def tail_log_weight(num_classes: int, m: int) -> float:
-    """``log(C / m)``: the log-weight of one of m uniform draws in the tail estimate (see knn_cross_entropy)."""
-    return math.log(num_classes / m)
+def tail_logits(z: torch.Tensor, excluded: torch.Tensor, num_classes: int, m: int) -> torch.Tensor:
+    """The drawn classes' terms of the tail estimate, as logits: ``z + log(C / m)`` where the draw
+    counts, ``-inf`` where it is ``excluded`` (the pixel's target or one of its kept negatives),
+    so that ``exp`` of them sums to ``(C / m) sum_j [s_j in tail] exp(z_{s_j})`` (see knn_cross_entropy)."""
+    return z.masked_fill(excluded, float("-inf")) + math.log(num_classes / m)
 
 
 def _shared_negatives_loss(
@@ -222,16 +224,12 @@ def _shared_negatives_loss(
     queries = F.avg_pool2d(pixel_embeddings.detach(), s, s, ceil_mode=True).permute(0, 2, 3, 1).reshape(-1, d)[used]
     _, cand = knn_search(queries, class_embeddings.detach(), k + 1, **search_options)  # (U, k+1)
     target = torch.where(vu, yu, torch.zeros_like(yu))
-    c = class_embeddings.shape[0]
-    kc = cand.shape[1]
+    c, kc = class_embeddings.shape[0], cand.shape[1]
     tail = tail_samples > 0 and k < c - 1
-    if tail:
-        draws = tail_samples_uniform(cand.shape[0], c, tail_samples, cand.device, generator)  # (U, m)
-        cand = torch.cat([cand, draws], 1)
-    d2, d2_t = _BlockSqDist.apply(xu, class_embeddings, cand, target)  # (U, P, k+1[+m]), (U, P)
-    z, z_t = d2 / -tau, d2_t / -tau
-    z, z_tail = z[..., :kc], z[..., kc:]
-    cand, draws = cand[:, :kc], cand[:, kc:]
+    draws = tail_samples_uniform(cand.shape[0], c, tail_samples, cand.device, generator) if tail else None  # (U, m)
+    both = torch.cat([cand, draws], 1) if tail else cand
+    d2, d2_t = _BlockSqDist.apply(xu, class_embeddings, both, target)  # (U, P, k+1[+m]), (U, P)
+    z, z_t = d2[..., :kc] / -tau, d2_t / -tau
     drop = cand.unsqueeze(1) == target.unsqueeze(2)  # (U, P, k+1)
     drop[..., -1] |= ~drop.any(-1)
     drop |= _repeats(cand).unsqueeze(1)  # approximate backends may pad with repeated classes
@@ -242,7 +240,7 @@ def _shared_negatives_loss(
         hit = (draws.unsqueeze(2) == cand.unsqueeze(1)).to(z.dtype)  # (U, m, k+1)
         in_kept = torch.bmm((~drop).to(z.dtype), hit.transpose(1, 2)) > 0  # (U, P, m)
         in_kept |= draws.unsqueeze(1) == target.unsqueeze(2)
-        parts.append(z_tail.masked_fill(in_kept, float("-inf")) + tail_log_weight(c, tail_samples))
+        parts.append(tail_logits(d2[..., kc:] / -tau, in_kept, c, tail_samples))
     per_pixel = torch.logsumexp(torch.cat(parts, -1), -1) - z_t
     out = per_pixel.new_zeros(yb.shape).index_put((used,), torch.where(vu, per_pixel, 0.0))
     out = out.view(b, hb, wb, s, s).permute(0, 1, 3, 2, 4).reshape(b, hp, wp)[:, :h, :w]
@@ -318,8 +316,7 @@ def knn_cross_entropy(
         raise ValueError(f"query_stride={query_stride} needs 4-D (B,d,H,W) embeddings and must be >= 1")
     x, y, shape = flatten_pixels(pixel_embeddings, labels)
     valid = valid_mask(y, num_classes, ignore_index)
-    if tail_samples < 0 or (tail_samples > 0 and negatives != "knn"):
-        raise ValueError(f"tail_samples must be >= 0 and needs negatives='knn'; got {tail_samples} with {negatives!r}")
+    check_tail_samples(tail_samples, negatives)
     k = min(k, num_classes - 1)
     if valid.any() and negatives == "knn" and query_stride > 1:
         per_pixel, valid = _shared_negatives_loss(
@@ -346,8 +343,7 @@ def knn_cross_entropy(
         candidates = torch.cat([candidates, draws], 1)
     logits = candidate_sq_dists(xv, class_embeddings, candidates).div(-tau)
     if tail:
-        logits = torch.cat([logits[:, :kc], logits[:, kc:].masked_fill(in_kept, float("-inf"))
-                            + tail_log_weight(num_classes, tail_samples)], 1)
+        logits = torch.cat([logits[:, :kc], tail_logits(logits[:, kc:], in_kept, num_classes, tail_samples)], 1)
     per_pixel = torch.logsumexp(logits, 1) - logits[:, 0]
     return reduce_loss(per_pixel, valid, shape, reduction)
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from esseg.knn import resolve_backend
 from esseg.knn.index import RefreshedIndex
-from esseg.losses._common import check_tau, valid_mask, zero_loss
+from esseg.losses._common import check_tail_samples, check_tau, valid_mask, zero_loss
 from esseg.losses.exact_ce import exact_cross_entropy
 from esseg.losses.knn_ce import knn_cross_entropy
 from esseg.losses.margin import max_margin_loss, nearest_other
@@ -88,8 +88,7 @@ class ESSLoss(nn.Module):
         if mode not in MODES:
             raise ValueError(f"ESSLoss mode must be one of {', '.join(MODES)}; got {mode!r}")
         check_tau(tau)
-        if tail_samples < 0 or (tail_samples > 0 and mode != "knn"):
-            raise ValueError(f"ESSLoss tail_samples must be >= 0 and needs mode='knn'; got {tail_samples} with mode={mode!r}")
+        check_tail_samples(tail_samples, mode, "mode")
         self.tail_samples, self.index_seed = tail_samples, index_seed
         self._tail_generator = torch.Generator()
         self.k, self.tau, self.margin, self.reg_weight = k, tau, margin, reg_weight
