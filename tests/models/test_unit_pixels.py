@@ -106,5 +106,8 @@ def test_max_pixel_length_config_key():
 
     cfg = config_from_dict({"model": {"unit_pixels": False, "embedding_dim": 5, "max_pixel_length": 40}})
     assert build_model(cfg, num_classes=7).max_pixel_length == 40
-    with pytest.raises(CE, match=r"model\.max_pixel_length=40(\.0)? caps free pixel lengths"):
+    with pytest.raises(CE, match=r"model\.max_pixel_length=40(\.0)? caps free pixel lengths.*clear it: model\.max_pixel_length=null"):
         config_from_dict({"model": {"max_pixel_length": 40}})
+    # a recipe with the cap switched to no normalisation: the error names every key to change
+    with pytest.raises(CE, match=r"also set model\.unit_pixels=true and model\.max_pixel_length=null"):
+        config_from_dict({"model": {"unit_pixels": False, "max_pixel_length": 40, "normalize": False}})

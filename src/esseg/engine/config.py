@@ -460,7 +460,8 @@ def validate(cfg: Config) -> None:
         need(lo.warmup_steps == 0 or lo.warmup_k is not None, "loss.warmup_steps needs loss.warmup_k (the k to start from)")
         need(lo.tail_samples >= 0, f"loss.tail_samples must be >= 0, got {lo.tail_samples}")
         need(lo.tail_samples == 0 or lo.mode == "knn",
-             f"loss.tail_samples={lo.tail_samples} needs loss.mode=knn (got {lo.mode}; the exact mode has no tail, random negatives are already uniform)")
+             f"loss.tail_samples={lo.tail_samples} needs loss.mode=knn (got {lo.mode}; the exact mode has no tail, random "
+             "negatives are already uniform): for another mode, also set loss.tail_samples=0")
     need(m.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {m.output_stride}")
     need(m.class_encoder == "table" or m.method == "ess",
          f"model.class_encoder={m.class_encoder} needs model.method=ess (the baseline has C logits, no class embeddings)")
@@ -469,10 +470,12 @@ def validate(cfg: Config) -> None:
     need(m.class_init == "random" or (m.method == "ess" and m.class_encoder == "table"),
          f"model.class_init={m.class_init} initialises the free class table: it needs model.method=ess and model.class_encoder=table")
     need(m.max_pixel_length is None or m.method != "ess" or (not m.unit_pixels and m.max_pixel_length > 0),
-         f"model.max_pixel_length={m.max_pixel_length} caps free pixel lengths: it needs model.unit_pixels=false and a value > 0")
+         f"model.max_pixel_length={m.max_pixel_length} caps free pixel lengths: it needs model.unit_pixels=false and a value > 0"
+         + (" (with unit-length pixels, clear it: model.max_pixel_length=null)" if m.unit_pixels else ""))
+    clear_cap = " and model.max_pixel_length=null" if m.max_pixel_length is not None else ""
     need(m.unit_pixels or m.method != "ess" or m.normalize,  # like embedding_dim, ignored by the baseline
          "model.unit_pixels=false keeps the pixel embeddings' length while the class table is normalised: it needs "
-         "model.normalize=true (for no normalisation at all, also set model.unit_pixels=true)")
+         f"model.normalize=true (for no normalisation at all, also set model.unit_pixels=true{clear_cap})")
     need(not m.learn_temperature or m.method == "ess",
          "model.learn_temperature=true needs model.method=ess (the baseline's logits have no temperature)")
     need(m.max_scale is None or m.max_scale > 0, f"model.max_scale must be > 0 or null, got {m.max_scale}")
